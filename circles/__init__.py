@@ -1,0 +1,15 @@
+"""buying-circles: the node, persistence, discovery, vendors and command line."""
+
+from ._errors import CirclesError as CirclesError
+from ._errors import KeyFileError as KeyFileError
+from ._keyfile import generate_identity as generate_identity
+from ._keyfile import load_identity as load_identity
+from ._keyfile import save_identity as save_identity
+
+__all__ = [
+    "CirclesError",
+    "KeyFileError",
+    "generate_identity",
+    "load_identity",
+    "save_identity",
+]

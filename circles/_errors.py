@@ -1,0 +1,30 @@
+"""Errors raised by the circles package.
+
+::
+
+    CirclesError
+    └── KeyFileError (also protocol.KeyFileError): an unsafe or unreadable key file
+
+Protocol refusals keep their own root, :class:`protocol.ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import protocol
+
+
+class CirclesError(Exception):
+    """Root of every error the circles package raises itself."""
+
+    reason: str = "circles-error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class KeyFileError(CirclesError, protocol.KeyFileError):
+    """A key file that is unsafe (readable by others) or cannot be read."""
+
+    reason = "bad-key-file"

@@ -1,0 +1,1 @@
+"""Placeholder until the circle-state issue lands: signs and decodes a pledge."""
