@@ -1,0 +1,318 @@
+"""The transport: the one small door between the node and the network.
+
+Theory of operation: the node never talks to py-libp2p directly. It holds a
+:class:`Transport`, opened as an async context manager inside its nursery
+(``async with open_libp2p_transport(identity) as transport`` for real hosts,
+``async with network.open_transport(identity)`` for the in-memory twin), and
+uses a handful of verbs on it:
+
+- ``connect(addr)`` / ``disconnect(peer)`` / ``peers()`` for the peer set, and
+  ``events()`` to learn when peers come and go;
+- ``set_validator(topic, fn)``, ``subscribe(topic)`` and ``publish(topic,
+  data)`` for gossip. The validator is synchronous, runs on every message
+  *before* it is delivered or forwarded, and answers with a :class:`Verdict`;
+  a rejected message is never forwarded and its forwarder is penalised.
+  ``publish`` blocks (back-pressure) while the outbound queue is full instead
+  of dropping, and a subscription is drained by the transport continuously
+  into a bounded buffer whose overflow is counted, never silently stalls the
+  network;
+- ``set_handler(protocol_id, fn)`` and ``request(peer, protocol_id, data,
+  timeout=...)`` for one-shot request/response on direct streams, with every
+  read bounded.
+
+Peers are named by :data:`PeerId`, the textual libp2p peer id
+(``12D3KooW...``). For an ed25519 identity it embeds the 32-byte public key,
+so :func:`public_key_of` recovers the member's key from it; both transports
+derive it the same way (:func:`peer_id_of`), so the node's logic does not
+depend on which transport carries it.
+
+Gossip delivers each distinct payload at most once per subscription within a
+time window: the transports identify a message by the BLAKE2b-256 of its data
+(the same id ``protocol.envelope_id`` gives an envelope), not by who sent it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import NewType, Protocol, runtime_checkable
+
+from ._errors import CirclesError
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST",
+    "DEFAULT_MAX_RESPONSE",
+    "MAX_GOSSIP_MESSAGE",
+    "Delivery",
+    "Handler",
+    "PeerEvent",
+    "PeerEventKind",
+    "PeerId",
+    "RequestFailed",
+    "Subscription",
+    "Transport",
+    "TransportError",
+    "TransportStatistics",
+    "Validator",
+    "Verdict",
+    "message_id",
+    "peer_id_of",
+    "public_key_of",
+]
+
+#: Largest gossip payload accepted; larger inbound RPCs are dropped unread.
+MAX_GOSSIP_MESSAGE = 64 * 1024
+#: Default bound on a request read by a handler (sync frames are at most 1 MiB).
+DEFAULT_MAX_REQUEST = 1024 * 1024 + 1024
+#: Default bound on a response read by ``request``.
+DEFAULT_MAX_RESPONSE = 1024 * 1024 + 1024
+
+PeerId = NewType("PeerId", str)
+"""A libp2p peer id in its textual (base58btc) form, e.g. ``12D3KooW...``."""
+
+
+class TransportError(CirclesError):
+    """The transport could not do what was asked (see ``reason``)."""
+
+    reason = "transport-error"
+
+
+class RequestFailed(TransportError):
+    """A request got no valid response: refused, reset, oversize or timed out.
+
+    ``reason`` is one of ``"timeout"``, ``"unreachable"``, ``"unsupported"``,
+    ``"oversize"``, ``"reset"``; retry with another peer or later.
+    """
+
+    reason = "request-failed"
+
+
+class Verdict(enum.Enum):
+    """A validator's answer about one gossip message."""
+
+    ACCEPT = "accept"
+    """Deliver it locally and forward it."""
+    REJECT = "reject"
+    """Invalid: drop it, never forward it, and penalise the peer that sent it."""
+    IGNORE = "ignore"
+    """Drop it without penalty (e.g. dated too far in the future, or a duplicate)."""
+
+
+class PeerEventKind(enum.Enum):
+    """What happened to a peer connection."""
+
+    CONNECTED = "connected"
+    """A connection to the peer is up (either side dialled)."""
+    DISCONNECTED = "disconnected"
+    """The last connection to the peer is gone."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerEvent:
+    """A peer connected or disconnected."""
+
+    kind: PeerEventKind
+    """Whether the peer came or went."""
+    peer: PeerId
+    """The peer concerned."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """One gossip message that passed the topic's validator."""
+
+    topic: str
+    """The topic it was published on."""
+    data: bytes
+    """The payload, exactly as published."""
+    sender: PeerId
+    """The peer that forwarded it to us (our own id for our own publications)."""
+    origin: PeerId
+    """The peer that published it (signed by the transport's message signing)."""
+    message_id: bytes
+    """BLAKE2b-256 of ``data``: the de-duplication key."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransportStatistics:
+    """Counters for one transport, for tests, metrics and benchmarks."""
+
+    published: int
+    """Messages this transport published."""
+    delivered: int
+    """Messages handed to local subscriptions (after de-duplication)."""
+    rejected: int
+    """Inbound messages a validator rejected (never forwarded)."""
+    ignored: int
+    """Inbound messages a validator ignored."""
+    validator_errors: int
+    """Validator calls that raised (counted as rejections)."""
+    duplicates: int
+    """Inbound messages dropped as already seen."""
+    oversize: int
+    """Inbound messages dropped for exceeding :data:`MAX_GOSSIP_MESSAGE`."""
+    overflowed: int
+    """Deliveries dropped because a subscription's buffer was full."""
+    contained_errors: int
+    """Errors from remote input that were contained instead of stopping the host."""
+
+
+Validator = Callable[[bytes, PeerId], Verdict]
+"""A topic validator: ``(data, sender) -> Verdict``. Synchronous and fast;
+the transport treats an exception as :attr:`Verdict.REJECT`."""
+
+Handler = Callable[[PeerId, bytes], Awaitable[bytes]]
+"""A request handler: ``(peer, request) -> response``. An exception resets
+the stream (the requester sees :class:`RequestFailed`); the host keeps serving."""
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """An async iterator over a topic's deliveries; close it to unsubscribe."""
+
+    @property
+    def topic(self) -> str:
+        """The topic subscribed to."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[Delivery]: ...
+
+    async def __anext__(self) -> Delivery: ...
+
+    async def aclose(self) -> None:
+        """Unsubscribe; iteration then ends."""
+        ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What the node needs from a network. See the module docstring."""
+
+    @property
+    def peer_id(self) -> PeerId:
+        """This host's peer id."""
+        ...
+
+    @property
+    def public_key(self) -> bytes:
+        """This host's 32-byte ed25519 public key (the member's key)."""
+        ...
+
+    def listen_addrs(self) -> list[str]:
+        """Full multiaddrs others can dial, each ending in ``/p2p/<peer id>``."""
+        ...
+
+    async def connect(self, addr: str) -> PeerId:
+        """Dial ``addr`` (a multiaddr with ``/p2p/<peer id>``); return the peer.
+
+        Raises :class:`TransportError` (reason ``"unreachable"``) on failure.
+        """
+        ...
+
+    async def disconnect(self, peer: PeerId) -> None:
+        """Close every connection to ``peer`` (no error if there is none)."""
+        ...
+
+    def peers(self) -> frozenset[PeerId]:
+        """The peers currently connected."""
+        ...
+
+    def events(self) -> AsyncIterator[PeerEvent]:
+        """Peer connect/disconnect events from now on (bounded buffer; oldest dropped)."""
+        ...
+
+    def set_validator(self, topic: str, validator: Validator | None) -> None:
+        """Install (or with None, remove) the validator for ``topic``."""
+        ...
+
+    async def subscribe(self, topic: str) -> Subscription:
+        """Subscribe to ``topic``; one subscription per topic at a time."""
+        ...
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Publish ``data`` on ``topic``; waits while the outbound queue is full.
+
+        Our own validator is not applied to our own publications, and our own
+        subscription to ``topic`` receives the message too.
+        """
+        ...
+
+    def set_handler(self, protocol_id: str, handler: Handler | None) -> None:
+        """Serve ``protocol_id`` with ``handler`` (None stops serving it)."""
+        ...
+
+    async def request(
+        self,
+        peer: PeerId,
+        protocol_id: str,
+        data: bytes,
+        *,
+        timeout: float,
+        max_response: int = DEFAULT_MAX_RESPONSE,
+    ) -> bytes:
+        """Send ``data`` to ``peer`` on a new stream and return its response.
+
+        Raises :class:`RequestFailed` on timeout, refusal, reset or a response
+        over ``max_response`` bytes.
+        """
+        ...
+
+    def statistics(self) -> TransportStatistics:
+        """Current counters."""
+        ...
+
+
+def message_id(data: bytes) -> bytes:
+    """The gossip de-duplication id of a payload: BLAKE2b-256 of its bytes."""
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
+# Multihash "identity" (0x00), length 36, then the libp2p PublicKey protobuf:
+# field 1 (KeyType) = 1 (Ed25519), field 2 (Data) = 32 bytes.
+_ED25519_PEER_ID_PREFIX = b"\x00\x24\x08\x01\x12\x20"
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def _b58encode(raw: bytes) -> str:
+    number = int.from_bytes(raw, "big")
+    digits = []
+    while number:
+        number, rest = divmod(number, 58)
+        digits.append(_B58[rest])
+    leading = len(raw) - len(raw.lstrip(b"\x00"))
+    return "1" * leading + "".join(reversed(digits))
+
+
+def _b58decode(text: str) -> bytes:
+    number = 0
+    for char in text:
+        index = _B58.find(char)
+        if index < 0:
+            raise ValueError(f"not base58: {char!r}")
+        number = number * 58 + index
+    leading = len(text) - len(text.lstrip("1"))
+    body = number.to_bytes((number.bit_length() + 7) // 8, "big") if number else b""
+    return b"\x00" * leading + body
+
+
+def peer_id_of(public_key: bytes) -> PeerId:
+    """The libp2p peer id of a 32-byte ed25519 public key (as py-libp2p derives it)."""
+    if type(public_key) is not bytes or len(public_key) != 32:
+        raise TransportError(
+            "an ed25519 public key is exactly 32 bytes; pass Identity.public_key",
+            reason="bad-public-key",
+        )
+    return PeerId(_b58encode(_ED25519_PEER_ID_PREFIX + public_key))
+
+
+def public_key_of(peer: PeerId | str) -> bytes | None:
+    """The ed25519 public key a peer id embeds, or None if it embeds none."""
+    try:
+        raw = _b58decode(peer)
+    except ValueError:
+        return None
+    if len(raw) != len(_ED25519_PEER_ID_PREFIX) + 32 or not raw.startswith(_ED25519_PEER_ID_PREFIX):
+        return None
+    return raw[len(_ED25519_PEER_ID_PREFIX) :]
