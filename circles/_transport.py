@@ -33,11 +33,14 @@ time window: the transports identify a message by the BLAKE2b-256 of its data
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import NewType, Protocol, runtime_checkable
+
+import trio
 
 from ._errors import CirclesError
 
@@ -239,8 +242,13 @@ class Transport(Protocol):
         """
         ...
 
-    def set_handler(self, protocol_id: str, handler: Handler | None) -> None:
-        """Serve ``protocol_id`` with ``handler`` (None stops serving it)."""
+    def set_handler(
+        self, protocol_id: str, handler: Handler | None, *, max_request: int = DEFAULT_MAX_REQUEST
+    ) -> None:
+        """Serve ``protocol_id`` with ``handler`` (None stops serving it).
+
+        A request longer than ``max_request`` bytes is refused unread (stream reset).
+        """
         ...
 
     async def request(
@@ -316,3 +324,216 @@ def public_key_of(peer: PeerId | str) -> bytes | None:
     if len(raw) != len(_ED25519_PEER_ID_PREFIX) + 32 or not raw.startswith(_ED25519_PEER_ID_PREFIX):
         return None
     return raw[len(_ED25519_PEER_ID_PREFIX) :]
+
+
+# Building blocks shared by the transports (not part of the public API).
+
+
+class _Counters:
+    """Mutable counters behind :class:`TransportStatistics`."""
+
+    __slots__ = (
+        "contained_errors",
+        "delivered",
+        "duplicates",
+        "ignored",
+        "overflowed",
+        "oversize",
+        "published",
+        "rejected",
+        "validator_errors",
+    )
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.delivered = 0
+        self.rejected = 0
+        self.ignored = 0
+        self.validator_errors = 0
+        self.duplicates = 0
+        self.oversize = 0
+        self.overflowed = 0
+        self.contained_errors = 0
+
+    def snapshot(self) -> TransportStatistics:
+        return TransportStatistics(**{name: getattr(self, name) for name in self.__slots__})
+
+
+class _SeenCache:
+    """Message ids seen within the last ``ttl`` seconds, at most ``limit`` of them.
+
+    Entries go in with a constant lifetime, so insertion order is expiry order
+    and purging only ever looks at the front of the dict.
+    """
+
+    __slots__ = ("_expiry", "limit", "ttl")
+
+    def __init__(self, *, ttl: float, limit: int) -> None:
+        self.ttl = ttl
+        self.limit = limit
+        self._expiry: dict[bytes, float] = {}
+
+    def seen(self, key: bytes, now: float) -> bool:
+        """Whether ``key`` was added within the last ``ttl`` seconds."""
+        expiry = self._expiry
+        while expiry:
+            oldest = next(iter(expiry))
+            if expiry[oldest] > now and len(expiry) <= self.limit:
+                break
+            del expiry[oldest]
+        return key in expiry
+
+    def add(self, key: bytes, now: float) -> None:
+        """Remember ``key`` for ``ttl`` seconds from ``now``."""
+        if key not in self._expiry:
+            self._expiry[key] = now + self.ttl
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+
+def _run_validator(
+    validator: Validator | None, data: bytes, sender: PeerId, counters: _Counters
+) -> Verdict:
+    """Apply ``validator`` and count the outcome; an exception means REJECT."""
+    if validator is None:
+        return Verdict.ACCEPT
+    try:
+        verdict = validator(data, sender)
+    except Exception:
+        counters.validator_errors += 1
+        verdict = Verdict.REJECT
+    if not isinstance(verdict, Verdict):
+        # A validator returning anything else is a bug in it; failing closed
+        # keeps a bad message from spreading.
+        counters.validator_errors += 1
+        verdict = Verdict.REJECT
+    if verdict is Verdict.REJECT:
+        counters.rejected += 1
+    elif verdict is Verdict.IGNORE:
+        counters.ignored += 1
+    return verdict
+
+
+class _BufferedSubscription:
+    """A :class:`Subscription` backed by a bounded trio channel.
+
+    The transport pushes with :meth:`offer`, which never blocks: a consumer
+    that falls behind loses deliveries (counted in ``overflowed``) rather than
+    stalling gossip for every other topic and peer. Sync repairs the loss.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        capacity: int,
+        counters: _Counters,
+        on_close: Callable[[_BufferedSubscription], Awaitable[None]],
+    ) -> None:
+        self._topic = topic
+        self._counters = counters
+        self._on_close = on_close
+        self._closed = False
+        self._send, self._receive = trio.open_memory_channel[Delivery](capacity)
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def offer(self, delivery: Delivery) -> None:
+        try:
+            self._send.send_nowait(delivery)
+        except trio.WouldBlock:
+            self._counters.overflowed += 1
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        else:
+            self._counters.delivered += 1
+
+    def end(self) -> None:
+        """End iteration (the transport is closing); buffered deliveries remain readable."""
+        self._closed = True
+        self._send.close()
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self.end()
+        await self._on_close(self)
+
+
+class _EventFanout:
+    """Peer events copied to every open ``events()`` iterator (bounded, oldest dropped)."""
+
+    def __init__(self, *, capacity: int = 256) -> None:
+        self._capacity = capacity
+        self._listeners: list[trio.MemorySendChannel[PeerEvent]] = []
+        self._closed = False
+
+    def emit(self, event: PeerEvent) -> None:
+        for send in list(self._listeners):
+            try:
+                send.send_nowait(event)
+            except trio.WouldBlock:
+                pass  # a listener that does not read misses events, by design
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                self._listeners.remove(send)
+
+    def close(self) -> None:
+        self._closed = True
+        for send in self._listeners:
+            send.close()
+        self._listeners.clear()
+
+    def listen(self) -> AsyncIterator[PeerEvent]:
+        # Registered now, not at first iteration, so no event in between is missed.
+        send, receive = trio.open_memory_channel[PeerEvent](self._capacity)
+        if self._closed:
+            send.close()
+        else:
+            self._listeners.append(send)
+        return _EventIterator(receive)
+
+
+class _EventIterator:
+    def __init__(self, receive: trio.MemoryReceiveChannel[PeerEvent]) -> None:
+        self._receive = receive
+
+    def __aiter__(self) -> AsyncIterator[PeerEvent]:
+        return self
+
+    async def __anext__(self) -> PeerEvent:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+
+@contextlib.contextmanager
+def _unwrap_single_exception() -> Iterator[None]:
+    """Re-raise a lone exception out of the transport's nursery as itself.
+
+    The ``async with`` body runs inside the transport's nursery, so trio wraps
+    whatever it raises in an ExceptionGroup; callers should see their own
+    exception (a failed assertion, a KeyboardInterrupt) unchanged.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
