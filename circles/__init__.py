@@ -5,6 +5,9 @@ from ._errors import KeyFileError as KeyFileError
 from ._keyfile import generate_identity as generate_identity
 from ._keyfile import load_identity as load_identity
 from ._keyfile import save_identity as save_identity
+from ._store import Store as Store
+from ._store import StoredEnvelope as StoredEnvelope
+from ._store import StoreError as StoreError
 
 __all__ = [
     "CirclesError",
@@ -12,4 +15,7 @@ __all__ = [
     "generate_identity",
     "load_identity",
     "save_identity",
+    "Store",
+    "StoredEnvelope",
+    "StoreError",
 ]

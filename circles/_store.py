@@ -1,0 +1,565 @@
+"""Persistence: every verified envelope in one SQLite file per data directory.
+
+Theory of operation: the store keeps envelopes, not state. The node rebuilds
+each circle's state at start by replaying :meth:`Store.envelopes` through
+``protocol``, so the only things that must survive a crash are the envelopes
+themselves and the member's per-circle pledge counter.
+
+Two kinds of write have different durability needs:
+
+* the node's own messages (:meth:`Store.put_own`) and its sequence counter
+  (:meth:`Store.reserve_seq`) are committed with ``synchronous=FULL`` before
+  the call returns. The counter is saved *before* a pledge is signed, so a
+  crash between signing and storing can waste a sequence number but never
+  reuse one: the node cannot equivocate by accident. Own pledges are on disk
+  before they are published.
+* envelopes received from peers (:meth:`Store.put`) are batched: they are
+  committed when the batch is full, when its oldest entry is older than
+  ``max_delay`` (checked on every call), on :meth:`Store.flush`, before any
+  read, and with the next own write. A crash can lose at most one batch of
+  received envelopes, which sync fetches again from peers; it can never lose
+  an acknowledged own message, because those never wait in the batch.
+
+Threads: every method is synchronous and short (an indexed query, or one
+commit). The node calls reads and :meth:`Store.put` directly from its trio
+tasks; the durable calls (``reserve_seq``, ``put_own``, ``flush``, ``close``)
+wait for an fsync and may be run through ``trio.to_thread.run_sync`` so a slow
+disk does not stall the event loop. A lock serialises all calls, so mixing
+both styles is safe. Several processes may open one data directory (SQLite
+locks the file; ``reserve_seq`` takes the write lock before reading the
+counter), though one node per directory is the intended use.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import protocol
+
+from ._errors import CirclesError
+
+__all__ = ["STORE_FILE", "Store", "StoreError", "StoredEnvelope"]
+
+#: Name of the database file inside a data directory.
+STORE_FILE = "store.sqlite3"
+#: Schema version kept in ``PRAGMA user_version``.
+SCHEMA_VERSION = 1
+#: Largest pledge sequence number the protocol accepts.
+_MAX_SEQ = 2**32 - 1
+#: Ids per ``IN (...)`` query; below SQLite's historical 999-variable limit.
+_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE envelopes (
+    position INTEGER PRIMARY KEY,   -- arrival order, stable across reopening
+    id       BLOB NOT NULL UNIQUE,  -- BLAKE2b-256 of data
+    kind     TEXT NOT NULL,
+    circle   BLOB,                  -- NULL: not known (a receipt for an unknown deal)
+    signer   BLOB NOT NULL,
+    seq      INTEGER,               -- a pledge's sequence number, else NULL
+    ref      BLOB,                  -- a receipt's deal id, else NULL
+    received INTEGER NOT NULL,      -- seconds since the epoch
+    data     BLOB NOT NULL
+);
+CREATE INDEX envelopes_by_circle ON envelopes (circle);
+CREATE INDEX envelopes_by_kind ON envelopes (kind);
+CREATE INDEX envelopes_by_ref ON envelopes (ref) WHERE ref IS NOT NULL;
+CREATE TABLE sequences (
+    circle BLOB PRIMARY KEY,
+    last   INTEGER NOT NULL          -- highest sequence number ever handed out
+) WITHOUT ROWID;
+CREATE TABLE joined (
+    circle BLOB PRIMARY KEY,
+    since  INTEGER NOT NULL          -- seconds since the epoch
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = "id, kind, circle, signer, received, data"
+_Row = tuple[bytes, str, "bytes | None", bytes, int, bytes]
+
+
+class StoreError(CirclesError):
+    """The store cannot be opened or written, or was used after close()."""
+
+    reason = "store-error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEnvelope:
+    """One envelope as the store keeps it, with the columns the node queries by."""
+
+    id: bytes
+    """The message id (BLAKE2b-256 of ``data``)."""
+    kind: str
+    """The message kind ("charter", "pledge", ...)."""
+    circle: bytes | None
+    """The circle it belongs to, or None when not known (a receipt for an unseen deal)."""
+    signer: bytes
+    """The 32-byte public key that signed it."""
+    received: int
+    """When this store first received it, in seconds since the epoch."""
+    data: bytes
+    """The envelope bytes, exactly as verified."""
+
+
+def _record(row: _Row) -> StoredEnvelope:
+    return StoredEnvelope(
+        id=row[0], kind=row[1], circle=row[2], signer=row[3], received=row[4], data=row[5]
+    )
+
+
+def _circle_of(envelope: protocol.Envelope[Any]) -> bytes | None:
+    message = envelope.message
+    if isinstance(message, protocol.Charter):
+        return envelope.id
+    if isinstance(message, protocol.Misbehaviour):
+        # The proof names no circle itself; its evidence does.
+        try:
+            inner = protocol.decode_unverified(message.first).message
+        except protocol.ProtocolError:
+            return None
+        circle = getattr(inner, "circle", None)
+        return circle if isinstance(circle, bytes) else None
+    circle = getattr(message, "circle", None)
+    return circle if isinstance(circle, bytes) else None
+
+
+class Store:
+    """The SQLite store of one data directory; build it with :meth:`Store.open`."""
+
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        path: Path,
+        *,
+        max_batch: int,
+        max_delay: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._db: sqlite3.Connection | None = connection
+        self._path = path
+        self._max_batch = max_batch
+        self._max_delay = max_delay
+        self._clock = clock
+        self._lock = threading.RLock()
+        # Received envelopes not yet committed, in arrival order, and their ids.
+        self._pending: list[tuple[protocol.Envelope[Any], int]] = []
+        self._pending_ids: set[bytes] = set()
+        self._pending_since = 0.0
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        max_batch: int = 256,
+        max_delay: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Store:
+        """Open (creating if needed) the store in data directory ``directory``.
+
+        Received envelopes wait at most ``max_delay`` seconds (checked on each
+        call) or ``max_batch`` envelopes before they are committed; use
+        ``max_batch=1`` to commit each one at once.
+        """
+        if max_batch < 1 or max_delay < 0:
+            raise ValueError("max_batch must be at least 1 and max_delay at least 0")
+        root = Path(directory)
+        try:
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create data directory {root}: {exc.strerror}", reason="unwritable"
+            ) from None
+        path = root / STORE_FILE
+        try:
+            # Autocommit mode: transactions are opened explicitly below, so
+            # nothing is committed or left open behind the store's back.
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {path}: {exc}", reason="unreadable") from None
+        try:
+            _prepare(db, path)
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, path, max_batch=max_batch, max_delay=max_delay, clock=clock)
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    # -- writes --------------------------------------------------------------
+
+    def put(self, envelope: protocol.Envelope[Any], *, received: int | None = None) -> bool:
+        """Keep a verified envelope received from a peer; True if it was not stored yet.
+
+        Idempotent by id. The write may wait in a batch (see the module
+        docstring); reads always see it.
+        """
+        _check_envelope(envelope)
+        with self._lock:
+            db = self._open_db()
+            if envelope.id in self._pending_ids or _exists(db, envelope.id):
+                return False
+            if not self._pending:
+                self._pending_since = self._clock()
+            self._pending.append((envelope, _now() if received is None else received))
+            self._pending_ids.add(envelope.id)
+            if (
+                len(self._pending) >= self._max_batch
+                or self._clock() - self._pending_since >= self._max_delay
+            ):
+                self._commit(db, [], [])
+            return True
+
+    def put_own(self, envelope: protocol.Envelope[Any], *, received: int | None = None) -> bool:
+        """Keep a message this node signed: committed durably before it returns.
+
+        Call it before publishing. For a pledge it also raises the circle's
+        counter to the pledge's sequence number, so :meth:`reserve_seq` never
+        hands that number out again. True if the envelope was not stored yet.
+        """
+        _check_envelope(envelope)
+        with self._lock:
+            db = self._open_db()
+            new = envelope.id not in self._pending_ids and not _exists(db, envelope.id)
+            own = (envelope, _now() if received is None else received)
+            # The counter is raised even for a copy already stored (synced back).
+            self._commit(db, [own] if new else [], [envelope])
+            return new
+
+    def reserve_seq(self, circle: bytes, *, signer: bytes | None = None) -> int:
+        """The next pledge sequence number for ``circle``, saved durably before it returns.
+
+        Sign the pledge only after this returns: a number is never handed out
+        twice, even across crashes (a crash may skip one). With ``signer``, the
+        number is also above every pledge of that key already in the store, for
+        a node whose counter was lost but whose pledges came back through sync.
+        """
+        _check_circle(circle)
+        with self._lock:
+            db = self._open_db()
+            self._commit(db, [], [])
+            with _transaction(db, self._path):
+                row = db.execute(
+                    "SELECT last FROM sequences WHERE circle = ?", (circle,)
+                ).fetchone()
+                last = 0 if row is None else int(row[0])
+                if signer is not None:
+                    (stored,) = db.execute(
+                        "SELECT MAX(seq) FROM envelopes"
+                        " WHERE circle = ? AND kind = 'pledge' AND signer = ?",
+                        (circle, signer),
+                    ).fetchone()
+                    last = max(last, stored or 0)
+                if last >= _MAX_SEQ:
+                    raise StoreError(
+                        f"circle {circle.hex()[:16]}… has used every pledge sequence "
+                        "number; this member cannot pledge in it again",
+                        reason="sequence-exhausted",
+                    )
+                db.execute(
+                    "INSERT INTO sequences (circle, last) VALUES (?, ?)"
+                    " ON CONFLICT (circle) DO UPDATE SET last = excluded.last",
+                    (circle, last + 1),
+                )
+            return last + 1
+
+    def mark_joined(self, circle: bytes, *, now: int | None = None) -> None:
+        """Remember durably that this node takes part in ``circle`` (idempotent)."""
+        _check_circle(circle)
+        with self._lock:
+            db = self._open_db()
+            self._commit(db, [], [])
+            with _transaction(db, self._path):
+                db.execute(
+                    "INSERT OR IGNORE INTO joined (circle, since) VALUES (?, ?)",
+                    (circle, _now() if now is None else now),
+                )
+
+    def mark_left(self, circle: bytes) -> None:
+        """Forget that this node takes part in ``circle``; its envelopes stay stored."""
+        _check_circle(circle)
+        with self._lock:
+            db = self._open_db()
+            self._commit(db, [], [])
+            with _transaction(db, self._path):
+                db.execute("DELETE FROM joined WHERE circle = ?", (circle,))
+
+    def flush(self) -> None:
+        """Commit the received envelopes still waiting in the batch."""
+        with self._lock:
+            self._commit(self._open_db(), [], [])
+
+    def _commit(
+        self,
+        db: sqlite3.Connection,
+        own: list[tuple[protocol.Envelope[Any], int]],
+        own_pledges: list[protocol.Envelope[Any]],
+    ) -> None:
+        batch = self._pending + own
+        if not batch and not own_pledges:
+            return
+        with _transaction(db, self._path):
+            _insert(db, batch, own_pledges=own_pledges)
+        self._pending.clear()
+        self._pending_ids.clear()
+
+    # -- reads ---------------------------------------------------------------
+
+    def envelopes(self, circle: bytes) -> list[StoredEnvelope]:
+        """Every stored envelope of ``circle``, in arrival order (stable across reopening)."""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM envelopes WHERE circle = ? ORDER BY position", (circle,)
+        )
+        return [_record(r) for r in rows]
+
+    def ids(self, circle: bytes) -> list[bytes]:
+        """The ids of ``circle``'s envelopes, in arrival order (what sync compares)."""
+        rows = self._query("SELECT id FROM envelopes WHERE circle = ? ORDER BY position", (circle,))
+        return [r[0] for r in rows]
+
+    def get(self, ids: Iterable[bytes]) -> list[StoredEnvelope]:
+        """The stored envelopes among ``ids``, in arrival order; unknown ids are skipped."""
+        wanted = list(dict.fromkeys(ids))
+        found: list[tuple[int, _Row]] = []
+        with self._lock:
+            db = self._readable()
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                found.extend(
+                    (row[0], row[1:])
+                    for row in db.execute(
+                        f"SELECT position, {_COLUMNS} FROM envelopes WHERE id IN ({marks})",
+                        chunk,
+                    )
+                )
+        found.sort(key=lambda item: item[0])
+        return [_record(row) for _, row in found]
+
+    def charters(self) -> list[StoredEnvelope]:
+        """The charter of every known circle, in arrival order."""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM envelopes WHERE kind = 'charter' ORDER BY position", ()
+        )
+        return [_record(r) for r in rows]
+
+    def joined_circles(self) -> list[bytes]:
+        """The circles this node takes part in, in the order it joined them."""
+        return [r[0] for r in self._query("SELECT circle FROM joined ORDER BY since, circle", ())]
+
+    def __contains__(self, message_id: object) -> bool:
+        """True if an envelope with this id is stored (or waiting in the batch)."""
+        if type(message_id) is not bytes:
+            return False
+        with self._lock:
+            return message_id in self._pending_ids or _exists(self._open_db(), message_id)
+
+    def count(self, circle: bytes | None = None) -> int:
+        """How many envelopes are stored, in all or in one circle."""
+        if circle is None:
+            rows = self._query("SELECT COUNT(*) FROM envelopes", ())
+        else:
+            rows = self._query("SELECT COUNT(*) FROM envelopes WHERE circle = ?", (circle,))
+        return int(rows[0][0])
+
+    def check(self) -> None:
+        """Run SQLite's ``integrity_check``; raises StoreError unless the file is sound."""
+        rows = self._query("PRAGMA integrity_check", ())
+        result = [str(r[0]) for r in rows]
+        if result != ["ok"]:
+            raise StoreError(
+                f"{self._path} is damaged ({'; '.join(result[:5])}); restore it from a "
+                "backup or move it away and let the node sync its circles again",
+                reason="corrupt",
+            )
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self._lock:
+            db = self._readable()
+            try:
+                return db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read {self._path}: {exc}", reason="unreadable") from None
+
+    def _readable(self) -> sqlite3.Connection:
+        # Reads see every accepted envelope: commit the batch first.
+        db = self._open_db()
+        self._commit(db, [], [])
+        return db
+
+    # -- lifetime ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Commit the batch and close the file; closing twice is harmless."""
+        with self._lock:
+            db = self._db
+            if db is None:
+                return
+            try:
+                self._commit(db, [], [])
+            finally:
+                self._db = None
+                db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _open_db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError(
+                "the store is closed; open it again with Store.open(directory)", reason="closed"
+            )
+        return self._db
+
+    def __repr__(self) -> str:
+        state = "closed" if self._db is None else "open"
+        return f"Store({str(self._path)!r}, {state})"
+
+
+def _prepare(db: sqlite3.Connection, path: Path) -> None:
+    try:
+        db.execute("PRAGMA busy_timeout = 10000")
+        (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise StoreError(
+                f"{path} cannot use write-ahead logging (journal mode {mode}); put the data "
+                "directory on a local file system",
+                reason="no-wal",
+            )
+        # FULL: a commit is on disk, not only in the OS cache, when it returns.
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path} has schema version {version}, newer than this library's "
+                    f"{SCHEMA_VERSION}; upgrade buying-circles to open it",
+                    reason="newer-schema",
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(
+            f"{path} is not a usable store ({exc}); move it away to start afresh",
+            reason="unreadable",
+        ) from None
+
+
+def _insert(
+    db: sqlite3.Connection,
+    batch: list[tuple[protocol.Envelope[Any], int]],
+    *,
+    own_pledges: list[protocol.Envelope[Any]],
+) -> None:
+    deals: list[tuple[bytes, bytes]] = []
+    for envelope, received in batch:
+        message = envelope.message
+        circle = _circle_of(envelope)
+        ref: bytes | None = None
+        if isinstance(message, protocol.Receipt):
+            ref = message.deal
+            row = db.execute(
+                "SELECT circle FROM envelopes WHERE id = ? AND kind = 'deal'", (ref,)
+            ).fetchone()
+            circle = None if row is None else row[0]
+        seq = message.seq if isinstance(message, protocol.Pledge) else None
+        cursor = db.execute(
+            "INSERT OR IGNORE INTO envelopes"
+            " (id, kind, circle, signer, seq, ref, received, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                envelope.id,
+                envelope.kind,
+                circle,
+                envelope.signer,
+                seq,
+                ref,
+                received,
+                envelope.data,
+            ),
+        )
+        if cursor.rowcount and isinstance(message, protocol.Deal):
+            deals.append((message.circle, envelope.id))
+    # Receipts that arrived before their deal learn its circle now.
+    db.executemany(
+        "UPDATE envelopes SET circle = ? WHERE ref = ? AND kind = 'receipt' AND circle IS NULL",
+        deals,
+    )
+    for envelope in own_pledges:
+        message = envelope.message
+        if isinstance(message, protocol.Pledge):
+            db.execute(
+                "INSERT INTO sequences (circle, last) VALUES (?, ?) ON CONFLICT (circle)"
+                " DO UPDATE SET last = MAX(last, excluded.last)",
+                (message.circle, message.seq),
+            )
+
+
+def _exists(db: sqlite3.Connection, message_id: bytes) -> bool:
+    return db.execute("SELECT 1 FROM envelopes WHERE id = ?", (message_id,)).fetchone() is not None
+
+
+def _check_envelope(envelope: object) -> None:
+    if not isinstance(envelope, protocol.Envelope):
+        raise TypeError(
+            f"the store keeps verified envelopes (protocol.Envelope from protocol.decode or "
+            f"protocol.seal), not {type(envelope).__name__}"
+        )
+
+
+def _check_circle(circle: object) -> None:
+    if type(circle) is not bytes or len(circle) != 32:
+        raise ValueError("a circle is named by its 32-byte id (the id of its charter envelope)")
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection, path: Path) -> Iterator[None]:
+    """One write transaction; the write lock is taken first, so reads inside are current."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            # SQLite rolls back by itself after some errors (a full disk).
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"cannot write {path}: {exc}; check free disk space and permissions",
+            reason="unwritable",
+        ) from None
