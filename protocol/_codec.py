@@ -1,11 +1,13 @@
 """Strict, canonical msgpack: the only way bytes from a peer become values.
 
 Theory of operation: the size is checked before any decoding; msgpack decodes
-with every length limit set, maps and extension types refused outright, and
-arrays as tuples (the empty tuple is shared, so nested empty arrays cost no
-memory); a hook counts every array element decoded and stops a value that is
-more complex than its size justifies, which bounds the memory a hostile
-64 KiB input can make us allocate. Last, the value is packed again and must
+with every length limit set, maps and extension types refused by their length
+limits (an *empty* map or extension still decodes, as a dict or ExtType that
+every field type refuses: hooks to refuse them here would cost every decode),
+and arrays as tuples (the empty tuple is shared, so nested empty arrays cost no
+memory); above 2 KiB a hook adds up the size of every value decoded and stops
+a value that takes more memory than its size justifies, which bounds the
+memory a hostile 64 KiB input can make us allocate. Last, the value is packed again and must
 give back the identical bytes: that one comparison refuses non-minimal integer
 and length headers, float32 where float64 was meant, and anything else
 msgpack-python would tolerate but another implementation might encode
@@ -14,6 +16,7 @@ differently.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import msgpack
@@ -26,13 +29,18 @@ __all__ = ["MAX_ENVELOPE_SIZE", "canonical_unpack", "pack"]
 MAX_ENVELOPE_SIZE = 64 * 1024
 #: Longest array anywhere in an envelope (a certificate names at most 1,500 pledges).
 MAX_ARRAY_LEN = 2048
-# Array elements allowed per input byte, beyond a small allowance: the densest
-# legitimate message (an offer with 32 one-byte tiers) needs about one element
-# per byte, and a hostile one cannot go further.
-_BASE_ELEMENTS = 64
+# Bytes of decoded objects (as sys.getsizeof counts them) allowed per input
+# byte, beyond a fixed allowance. The largest legitimate message, a certificate
+# of 1,500 allocations, needs about 4.4 per byte; hostile inputs made of tiny
+# arrays or two-character strings would need 20 to 30, and stop here. (A count
+# of elements cannot do this: every element takes at least one input byte.)
+_BYTES_PER_INPUT_BYTE = 5
+_BASE_BYTES = 16 * 1024
 # Below this size no input can hold enough values to matter, and counting
 # costs a fifth of a pledge's decode time: count only above it.
 _COUNT_ABOVE = 2048
+
+_sizeof = sys.getsizeof
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
@@ -70,10 +78,12 @@ def canonical_unpack(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Any:
     if size == 0:
         raise MalformedEncoding("envelope is empty", reason="malformed")
     if size > _COUNT_ABOVE:
-        budget = [_BASE_ELEMENTS + size]
+        budget = [_BASE_BYTES + _BYTES_PER_INPUT_BYTE * size]
 
         def count(items: tuple[Any, ...]) -> tuple[Any, ...]:
-            budget[0] -= len(items)
+            # Every value but the outermost is an item of one array: summing the
+            # items' sizes as each array closes counts every value once.
+            budget[0] -= sum(map(_sizeof, items))
             if budget[0] < 0:
                 raise _TooComplex
             return items
