@@ -8,6 +8,9 @@ from ._keyfile import save_identity as save_identity
 from ._store import Store as Store
 from ._store import StoredEnvelope as StoredEnvelope
 from ._store import StoreError as StoreError
+from ._verify import SeenCache as SeenCache
+from ._verify import SeenCacheStatistics as SeenCacheStatistics
+from ._verify import verify_batch as verify_batch
 
 __all__ = [
     "CirclesError",
@@ -15,7 +18,10 @@ __all__ = [
     "generate_identity",
     "load_identity",
     "save_identity",
+    "SeenCache",
+    "SeenCacheStatistics",
     "Store",
     "StoredEnvelope",
     "StoreError",
+    "verify_batch",
 ]

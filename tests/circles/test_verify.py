@@ -1,0 +1,228 @@
+"""Batch verification and the seen-cache: same answers as decode, order kept, bounded."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import protocol
+from circles._verify import SeenCache, verify_batch
+from protocol import Identity, Pledge, ProtocolError, decode, seal
+
+SIGNERS = [Identity.from_seed(bytes([n]) * 32) for n in range(1, 6)]
+
+
+def pledge_bytes(seq: int, signer: int = 0, quantity: int = 3) -> bytes:
+    body = Pledge(
+        circle=b"\x11" * 32,
+        seq=seq,
+        quantity=quantity,
+        max_price=1200,
+        currency="EUR",
+        tolerance=0,
+        created=1_700_000_000,
+    )
+    return seal(body, SIGNERS[signer % len(SIGNERS)]).data
+
+
+VALID = [pledge_bytes(seq, signer=seq) for seq in range(1, 81)]
+
+
+def forge_signature(data: bytes) -> bytes:
+    """The same envelope with one bit of its signature flipped."""
+    return data[:-1] + bytes([data[-1] ^ 0x01])
+
+
+def swap_signer(data: bytes) -> bytes:
+    """The same envelope claiming another signer's key."""
+    keys = [s.public_key for s in SIGNERS]
+    other = keys[(keys.index(data[-98:-66]) + 1) % len(keys)]
+    return data[:-98] + other + data[-66:]
+
+
+def serial(data: bytes) -> object:
+    try:
+        return decode(data)
+    except ProtocolError as error:
+        return error
+
+
+def same_answer(got: object, want: object) -> bool:
+    if isinstance(want, ProtocolError):
+        return type(got) is type(want) and got.reason == want.reason  # type: ignore[attr-defined]
+    return got == want
+
+
+# Inputs of every sort: valid, forged, altered in one byte, truncated, junk, empty.
+def mutants() -> list[bytes]:
+    out: list[bytes] = []
+    for n, data in enumerate(VALID[:20]):
+        out.append(forge_signature(data))
+        out.append(swap_signer(data))
+        position = (n * 7) % len(data)
+        out.append(data[:position] + bytes([data[position] ^ 0xFF]) + data[position + 1 :])
+        out.append(data[: len(data) - 1 - n])
+        out.append(data + b"\x00")
+    out += [b"", b"\xc0", b"\x95\x01", b"\x81\x01\x02", b"\xff" * 40, bytes(70_000)]
+    return out
+
+
+MIXED = VALID + mutants()
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 8])
+def test_batch_agrees_with_serial_decode_in_order(workers: int) -> None:
+    order = list(range(len(MIXED)))
+    # Interleave good and bad so that order mistakes cannot hide.
+    order = order[::3] + order[1::3] + order[2::3]
+    datas = [MIXED[i] for i in order]
+    got = verify_batch(datas, workers=workers)
+    assert len(got) == len(datas)
+    for data, result in zip(datas, got, strict=True):
+        assert same_answer(result, serial(data)), (data.hex(), result)
+    accepted = sum(isinstance(r, protocol.Envelope) for r in got)
+    assert accepted == len(VALID)
+
+
+def test_forged_signatures_are_refused_not_raised() -> None:
+    forged = [forge_signature(d) for d in VALID] + [swap_signer(d) for d in VALID]
+    got = verify_batch(forged, workers=2)
+    assert all(isinstance(r, protocol.BadSignature) for r in got)
+    assert {r.reason for r in got if isinstance(r, ProtocolError)} == {"bad-signature"}
+
+
+def test_results_carry_id_and_bytes() -> None:
+    got = verify_batch(VALID, workers=2)
+    for data, envelope in zip(VALID, got, strict=True):
+        assert isinstance(envelope, protocol.Envelope)
+        assert envelope.data == data
+        assert envelope.id == hashlib.blake2b(data, digest_size=32).digest()
+
+
+def test_duplicates_in_a_batch_get_the_same_answer() -> None:
+    datas = [VALID[0], forge_signature(VALID[1]), VALID[0], VALID[2], forge_signature(VALID[1])]
+    got = verify_batch(datas, workers=2)
+    assert got[0] == got[2] == decode(VALID[0])
+    assert isinstance(got[1], protocol.BadSignature)
+    assert isinstance(got[4], protocol.BadSignature)
+
+
+def test_non_bytes_inputs_get_decodes_refusal() -> None:
+    datas = [bytearray(VALID[0]), "text", VALID[1], memoryview(VALID[0]), None]
+    got = verify_batch(datas, workers=2)  # type: ignore[arg-type]
+    assert got[0] == got[3] == decode(VALID[0])
+    assert isinstance(got[1], protocol.MalformedEncoding)
+    assert got[2] == decode(VALID[1])
+    assert isinstance(got[4], protocol.MalformedEncoding)
+
+
+def test_empty_batch() -> None:
+    assert verify_batch([]) == []
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_bad_worker_counts_are_refused(workers: object) -> None:
+    with pytest.raises(ValueError, match="workers"):
+        verify_batch(VALID[:2], workers=workers)  # type: ignore[arg-type]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from(MIXED), max_size=60), st.integers(1, 4))
+def test_any_mix_matches_serial(datas: list[bytes], workers: int) -> None:
+    got = verify_batch(datas, workers=workers)
+    assert [same_answer(r, serial(d)) for r, d in zip(got, datas, strict=True)] == [True] * len(
+        datas
+    )
+
+
+def test_cache_answers_seen_bytes_without_verifying(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = SeenCache()
+    first = cache.decode(VALID[0])
+    # Were the signature checked again, this would raise.
+    monkeypatch.setattr(
+        "circles._verify.decode", lambda data: pytest.fail("verified a seen envelope again")
+    )
+    assert cache.decode(VALID[0]) is first
+    assert cache.get(VALID[0]) is first
+    assert first.id in cache
+    stats = cache.statistics()
+    assert (stats.size, stats.hits, stats.total_bytes) == (1, 2, len(VALID[0]))
+
+
+def test_cache_never_serves_a_forged_envelope() -> None:
+    cache = SeenCache()
+    for data in VALID[:10]:
+        cache.decode(data)
+    for data in VALID[:10]:
+        for forged in (forge_signature(data), swap_signer(data), data + b"\x00"):
+            assert cache.get(forged) is None
+            with pytest.raises(ProtocolError):
+                cache.decode(forged)
+            got = verify_batch([forged], cache=cache)
+            assert isinstance(got[0], ProtocolError)
+    assert len(cache) == 10
+
+
+def test_cache_does_not_trust_the_id_alone() -> None:
+    # Even an entry whose id matched other bytes (a BLAKE2b collision) would
+    # not be served for them: the bytes themselves must match.
+    cache = SeenCache()
+    envelope = cache.decode(VALID[0])
+    cache._entries[hashlib.blake2b(VALID[1], digest_size=32).digest()] = envelope
+    assert cache.get(VALID[1]) is None
+    assert cache.decode(VALID[1]) == decode(VALID[1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, len(VALID) - 1), max_size=200), st.integers(1, 12))
+def test_cache_stays_bounded_and_evicts_least_recent(picks: list[int], bound: int) -> None:
+    cache = SeenCache(max_entries=bound)
+    model: list[int] = []  # least recently seen first
+    for pick in picks:
+        assert cache.decode(VALID[pick]) == decode(VALID[pick])
+        if pick in model:
+            model.remove(pick)
+        model.append(pick)
+        del model[:-bound]
+        assert len(cache) == len(model) <= bound
+    held = {i for i in range(len(VALID)) if decode(VALID[i]).id in cache}
+    assert held == set(model)
+
+
+def test_cache_bounded_by_bytes() -> None:
+    many = [pledge_bytes(seq) for seq in range(1, 501)]
+    assert sum(map(len, many)) > protocol.MAX_ENVELOPE_SIZE
+    cache = SeenCache(max_bytes=protocol.MAX_ENVELOPE_SIZE)
+    for data in many:
+        cache.decode(data)
+    # Exactly the most recent envelopes that fit are held.
+    fit = 0
+    while sum(map(len, many[len(many) - fit - 1 :])) <= protocol.MAX_ENVELOPE_SIZE:
+        fit += 1
+    assert len(cache) == fit
+    assert cache.statistics().total_bytes == sum(map(len, many[-fit:]))
+    assert cache.get(many[-1]) is not None
+    assert cache.get(many[0]) is None
+
+
+def test_batch_fills_and_uses_the_cache() -> None:
+    cache = SeenCache()
+    first = verify_batch(VALID[:40], cache=cache, workers=2)
+    assert len(cache) == 40
+    again = verify_batch(VALID[:50], cache=cache, workers=2)
+    assert all(a is b for a, b in zip(first, again[:40], strict=False))
+    assert again[40:] == [decode(d) for d in VALID[40:50]]
+    assert cache.statistics().hits == 40
+    assert len(cache) == 50
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "word"),
+    [({"max_entries": 0}, "max_entries"), ({"max_bytes": 10}, "max_bytes")],
+)
+def test_cache_bad_bounds_are_refused(kwargs: dict[str, int], word: str) -> None:
+    with pytest.raises(ValueError, match=word):
+        SeenCache(**kwargs)
