@@ -405,11 +405,9 @@ def _misbehaviours(ctx: Context) -> Sequence[Sample]:
     one = seal(_pledge(5, 4000, seq=2, created=T0 + 200)(ctx), ALICE)
     two = seal(_pledge(50, 4000, seq=2, created=T0 + 201)(ctx), ALICE)
     first, second = sorted((one, two), key=lambda env: env.id)
-    # The vendor signs two different round-2 counter-offers in one negotiation.
-    base = ctx.sealed["counter"][1].message
-    assert isinstance(base, CounterOffer)
-    three = seal(base, VENDOR)
-    four = seal(CounterOffer(**{**_fields(base), "unit_price": 3850}), VENDOR)
+    # The founder signs two different extensions of one circle (only one is allowed).
+    three = seal(Extension(circle=ctx.circle, deadline=T0 + 21 * DAY, created=T0 + 800), ALICE)
+    four = seal(Extension(circle=ctx.circle, deadline=T0 + 28 * DAY, created=T0 + 801), ALICE)
     third, fourth = sorted((three, four), key=lambda env: env.id)
     return [
         (
@@ -420,9 +418,9 @@ def _misbehaviours(ctx: Context) -> Sequence[Sample]:
             BOB,
         ),
         (
-            "double-counter",
+            "double-extension",
             Misbehaviour(
-                offender=VENDOR.public_key, first=third.data, second=fourth.data, created=T0 + 900
+                offender=ALICE.public_key, first=third.data, second=fourth.data, created=T0 + 900
             ),
             CAROL,
         ),
@@ -550,10 +548,6 @@ def _walkaways(ctx: Context) -> Sequence[Sample]:
             VENDOR,
         ),
     ]
-
-
-def _fields(message: Message) -> dict[str, Any]:
-    return {name: getattr(message, name) for name, _ in message._schema}
 
 
 #: Valid samples per kind, in the order they run (later builders use earlier envelopes).
@@ -819,6 +813,7 @@ def invalid_vectors(ctx: Context) -> list[dict[str, Any]]:
         "malformed",
         _replace_once(p, b"\xa3EUR", b"\xd4\x01\x00"),
     )
+    add("text-not-utf8", "pledge", "malformed", _replace_once(p, b"\xa3EUR", b"\xa3E\xffR"))
     add(
         "field-is-a-timestamp",
         "pledge",
@@ -883,6 +878,13 @@ def invalid_vectors(ctx: Context) -> list[dict[str, Any]]:
         _with_body_field(_with_body_field(p, 2, 0), 5, 0),
     )
     add("charter-title-empty", "charter", "out-of-range", _with_body_field(charter, 0, ""))
+    # Text limits count UTF-8 bytes: 11 characters of 3 bytes each exceed 32 bytes.
+    add(
+        "charter-unit-33-utf8-bytes",
+        "charter",
+        "out-of-range",
+        _with_body_field(charter, 1, "\u8702" * 11),
+    )
     add(
         "charter-geohash-bad-letter",
         "charter",
