@@ -14,13 +14,16 @@ is replaced; everything else in the document is written by hand.
 Rules that span several fields live in each class's ``_check`` method, which
 cannot be rendered mechanically: :data:`CROSS_FIELD_RULES` states them in
 words, and the script refuses to run when a kind with a ``_check`` has no
-entry (or an entry has no ``_check``), so the lead adds one with the kind.
+entry (or an entry has no ``_check``), so the lead adds one with the kind. A
+fingerprint of each ``_check`` (:data:`RULES_FINGERPRINTS`) makes the script
+refuse too when that code changes, until someone has re-read the rules.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import inspect
 import re
 import sys
@@ -63,6 +66,16 @@ CROSS_FIELD_RULES: dict[str, tuple[str, ...]] = {
         "`respond_by` is greater than `created`.",
         "`deadline` is not less than `respond_by`.",
     ),
+}
+
+#: Digest of the ``_check`` code each entry above was written from (see rules_fingerprint).
+RULES_FINGERPRINTS: dict[str, str] = {
+    "charter": "0ec3b8c70eca37e4",
+    "pledge": "a5e2373429bc5722",
+    "offer": "b8c316f2f8722349",
+    "counter": "703cc6bdfafc0fdf",
+    "certificate": "4331a073f7f75f55",
+    "rfq": "6e2f76eb5233434a",
 }
 
 #: Where each limit comes from, with what it means; rendered as the limits table.
@@ -159,6 +172,29 @@ def _table(cls: type[Structure]) -> list[str]:
     return lines
 
 
+def _function_ast(function: Any) -> ast.AST:
+    return ast.parse(textwrap.dedent(inspect.getsource(function)))
+
+
+def rules_fingerprint(cls: type[Structure]) -> str:
+    """A digest of ``cls._check`` and the module functions it calls (not their layout)."""
+    tree = _function_ast(cls._check)
+    module = sys.modules[cls.__module__]
+    parts = [ast.dump(tree)]
+    called = sorted(
+        {
+            node.func.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        }
+    )
+    for name in called:
+        helper = getattr(module, name, None)
+        if inspect.isfunction(helper) and helper.__module__ == cls.__module__:
+            parts.append(ast.dump(_function_ast(helper)))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 def _rules(label: str, cls: type[Structure]) -> list[str]:
     has_check = cls._check is not Structure._check
     rules = CROSS_FIELD_RULES.get(label)
@@ -167,6 +203,14 @@ def _rules(label: str, cls: type[Structure]) -> list[str]:
             f"{cls.__name__} has rules across fields (_check) that the specification does "
             f"not state: add CROSS_FIELD_RULES[{label!r}] to scripts/make_spec.py"
         )
+    if has_check:
+        fingerprint = rules_fingerprint(cls)
+        if RULES_FINGERPRINTS.get(label) != fingerprint:
+            raise SpecError(
+                f"{cls.__name__}._check is not the code CROSS_FIELD_RULES[{label!r}] was "
+                "written from: make sure those rules still say what it checks, then set "
+                f"RULES_FINGERPRINTS[{label!r}] = {fingerprint!r} in scripts/make_spec.py"
+            )
     if rules is not None and not has_check:
         raise SpecError(
             f"CROSS_FIELD_RULES[{label!r}] in scripts/make_spec.py states rules that "

@@ -76,6 +76,20 @@ def test_a_kind_without_a_rule_entry_is_reported() -> None:
         make_spec.CROSS_FIELD_RULES["pledge"] = saved
 
 
+def test_changed_rules_code_is_reported() -> None:
+    saved = make_spec.RULES_FINGERPRINTS["offer"]
+    make_spec.RULES_FINGERPRINTS["offer"] = "0" * 16
+    try:
+        try:
+            make_spec.render_kinds()
+        except make_spec.SpecError as exc:
+            assert "RULES_FINGERPRINTS['offer']" in str(exc)
+        else:
+            raise AssertionError("render_kinds() accepted rules written for other code")
+    finally:
+        make_spec.RULES_FINGERPRINTS["offer"] = saved
+
+
 def _reasons_in_error_tree() -> set[str]:
     doc = _errors.__doc__ or ""
     found: set[str] = set()
