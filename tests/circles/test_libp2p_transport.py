@@ -160,14 +160,16 @@ async def test_request_response() -> None:
 
         b.set_handler("/test/echo/1", handler, max_request=1000)
         assert await a.request(b.peer_id, "/test/echo/1", b"hello", timeout=5) == b"olleh"
-        for data, kwargs, reason in [
-            (b"raise", {}, "reset"),
-            (b"hang", {"timeout": 0.5}, "timeout"),
-            (bytes(1001), {}, "reset"),
-            (b"big", {"max_response": 4999}, "oversize"),
+        for data, timeout, max_response, reason in [
+            (b"raise", 5.0, 10_000, "reset"),
+            (b"hang", 0.5, 10_000, "timeout"),
+            (bytes(1001), 5.0, 10_000, "reset"),
+            (b"big", 5.0, 4999, "oversize"),
         ]:
             with pytest.raises(RequestFailed) as caught:
-                await a.request(b.peer_id, "/test/echo/1", data, **{"timeout": 5, **kwargs})
+                await a.request(
+                    b.peer_id, "/test/echo/1", data, timeout=timeout, max_response=max_response
+                )
             assert caught.value.reason == reason, data
         with pytest.raises(RequestFailed) as caught:
             await a.request(b.peer_id, "/test/none/1", b"x", timeout=5)
