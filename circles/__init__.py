@@ -5,23 +5,35 @@ from ._errors import KeyFileError as KeyFileError
 from ._keyfile import generate_identity as generate_identity
 from ._keyfile import load_identity as load_identity
 from ._keyfile import save_identity as save_identity
+from ._libp2p import open_libp2p_transport as open_libp2p_transport
+from ._memnet import MemoryNetwork as MemoryNetwork
 from ._store import Store as Store
 from ._store import StoredEnvelope as StoredEnvelope
 from ._store import StoreError as StoreError
+from ._transport import RequestFailed as RequestFailed
+from ._transport import Transport as Transport
+from ._transport import TransportError as TransportError
+from ._transport import Verdict as Verdict
 from ._verify import SeenCache as SeenCache
 from ._verify import SeenCacheStatistics as SeenCacheStatistics
 from ._verify import verify_batch as verify_batch
 
 __all__ = [
     "CirclesError",
-    "KeyFileError",
     "generate_identity",
+    "KeyFileError",
     "load_identity",
+    "MemoryNetwork",
+    "open_libp2p_transport",
+    "RequestFailed",
     "save_identity",
     "SeenCache",
     "SeenCacheStatistics",
     "Store",
     "StoredEnvelope",
     "StoreError",
+    "Transport",
+    "TransportError",
+    "Verdict",
     "verify_batch",
 ]
