@@ -606,7 +606,7 @@ def valid_vectors(ctx: Context) -> list[dict[str, Any]]:
             continue
         try:
             samples = list(builder(ctx))
-        except (TypeError, protocol.ProtocolError) as exc:
+        except (TypeError, KeyError, IndexError, protocol.ProtocolError) as exc:
             raise VectorError(
                 f"the vector builder for {kind!r} no longer builds a valid "
                 f"{KINDS[kind].__name__}: {exc}. Update it in scripts/make_vectors.py."
