@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/protocol_demo.py
+	$(VENV)/bin/circles demo --buyers 5 --vendors 2
 
 test: $(STAMP) lint typecheck unit
 

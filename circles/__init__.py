@@ -7,6 +7,13 @@ from ._keyfile import load_identity as load_identity
 from ._keyfile import save_identity as save_identity
 from ._libp2p import open_libp2p_transport as open_libp2p_transport
 from ._memnet import MemoryNetwork as MemoryNetwork
+from ._node import Node as Node
+from ._node import NodeError as NodeError
+from ._node import TransportFactory as TransportFactory
+from ._node_events import CircleDiscovered as CircleDiscovered
+from ._node_events import CircleUpdated as CircleUpdated
+from ._node_events import NodeEvent as NodeEvent
+from ._node_events import Refused as Refused
 from ._store import Store as Store
 from ._store import StoredEnvelope as StoredEnvelope
 from ._store import StoreError as StoreError
@@ -19,12 +26,18 @@ from ._verify import SeenCacheStatistics as SeenCacheStatistics
 from ._verify import verify_batch as verify_batch
 
 __all__ = [
+    "CircleDiscovered",
     "CirclesError",
+    "CircleUpdated",
     "generate_identity",
     "KeyFileError",
     "load_identity",
     "MemoryNetwork",
+    "Node",
+    "NodeError",
+    "NodeEvent",
     "open_libp2p_transport",
+    "Refused",
     "RequestFailed",
     "save_identity",
     "SeenCache",
@@ -34,6 +47,7 @@ __all__ = [
     "StoreError",
     "Transport",
     "TransportError",
+    "TransportFactory",
     "Verdict",
     "verify_batch",
 ]

@@ -34,7 +34,7 @@ from protocol._sync import (
 )
 
 from ._topics import SYNC_PROTOCOL
-from ._transport import PeerId, RequestFailed, Transport
+from ._transport import PeerId, Transport, TransportError
 
 __all__ = ["CircleLog", "Syncer"]
 
@@ -115,7 +115,7 @@ class Syncer:
     async def sync(self, circle: bytes, peer: PeerId) -> int:
         """One sync round for ``circle`` with ``peer``; returns new envelopes taken.
 
-        Raises :class:`RequestFailed` if the peer cannot be asked; a peer that
+        Raises :class:`TransportError` if the peer cannot be asked; a peer that
         answers with invalid frames makes the round end early.
         """
         self.rounds += 1
@@ -160,7 +160,7 @@ class Syncer:
         try:
             with trio.move_on_after(self._timeout * 2):
                 return await self.sync(circle, peer)
-        except RequestFailed as exc:
+        except TransportError as exc:
             log.debug("sync of %s with %s failed: %s", circle.hex()[:12], peer, exc)
         return 0
 
