@@ -205,7 +205,9 @@ class Store:
         """Keep a verified envelope received from a peer; True if it was not stored yet.
 
         Idempotent by id. The write may wait in a batch (see the module
-        docstring); reads always see it.
+        docstring); reads always see it. The delay is checked when the store is
+        called, so a node also calls :meth:`flush` every ``max_delay`` seconds
+        from a background task to bound it when traffic stops.
         """
         _check_envelope(envelope)
         with self._lock:

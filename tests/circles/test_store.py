@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 import trio
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import protocol
 from circles import Store, StoredEnvelope, StoreError
@@ -110,6 +111,8 @@ def test_put_own_is_idempotent(store: Store) -> None:
     assert store.count() == 1
 
 
+# Each example opens a store and commits with fsync: bounded apart from the profile.
+@settings(max_examples=60)
 @given(st.lists(st.integers(0, 11), max_size=40), st.integers(1, 5))
 def test_any_sequence_of_puts_stores_each_envelope_once(picks: list[int], batch: int) -> None:
     c = charter()
@@ -450,3 +453,122 @@ def test_bad_arguments_are_refused_early(tmp_path: Path) -> None:
         Store.open(tmp_path, max_batch=0)
     with pytest.raises(ValueError):
         Store.open(tmp_path, max_delay=-1)
+
+
+# -- a model of durability -----------------------------------------------------
+
+POOL_CIRCLES = [charter("a"), charter("b", by=BOB)]
+POOL = [
+    *POOL_CIRCLES,
+    *(
+        pledge(c.id, seq, quantity, by=who)
+        for c in POOL_CIRCLES
+        for seq in (1, 3)
+        for quantity in (1, 2)
+        for who in (ALICE, BOB)
+    ),
+]
+
+
+class StoreModel(RuleBasedStateMachine):
+    """The store against a model: what is committed, what waits in the batch, the counters.
+
+    A simulated crash drops the batch and the connection without committing,
+    as SIGKILL would; the model says exactly which envelopes must survive it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = tempfile.TemporaryDirectory()
+        self.root = Path(self.directory.name)
+        self.store = self.open()
+        self.committed: list[bytes] = []
+        self.pending: list[bytes] = []
+        self.counters: dict[bytes, int] = {}
+
+    def open(self) -> Store:
+        return Store.open(self.root, max_batch=3, max_delay=3600, clock=FakeClock())
+
+    def commit(self, *extra: bytes) -> None:
+        self.committed += self.pending + list(extra)
+        self.pending = []
+
+    def known(self, message_id: bytes) -> bool:
+        return message_id in self.committed or message_id in self.pending
+
+    @rule(envelope=st.sampled_from(POOL))
+    def put(self, envelope: protocol.Envelope[Any]) -> None:
+        new = not self.known(envelope.id)
+        assert self.store.put(envelope) is new
+        if new:
+            self.pending.append(envelope.id)
+        if len(self.pending) >= 3:
+            self.commit()
+
+    @rule(envelope=st.sampled_from(POOL))
+    def put_own(self, envelope: protocol.Envelope[Any]) -> None:
+        new = not self.known(envelope.id)
+        assert self.store.put_own(envelope) is new
+        self.commit(*([envelope.id] if new else []))
+        message = envelope.message
+        if isinstance(message, protocol.Pledge):
+            last = self.counters.get(message.circle, 0)
+            self.counters[message.circle] = max(last, message.seq)
+
+    @rule(circle=st.sampled_from(POOL_CIRCLES), signer=st.sampled_from([None, ALICE, BOB]))
+    def reserve_seq(self, circle: protocol.Envelope[Any], signer: protocol.Identity | None) -> None:
+        self.commit()
+        last = self.counters.get(circle.id, 0)
+        if signer is not None:
+            seqs = [
+                e.message.seq
+                for e in POOL
+                if e.id in self.committed
+                and isinstance(e.message, protocol.Pledge)
+                and e.message.circle == circle.id
+                and e.signer == signer.public_key
+            ]
+            last = max([last, *seqs])
+        key = None if signer is None else signer.public_key
+        assert self.store.reserve_seq(circle.id, signer=key) == last + 1
+        self.counters[circle.id] = last + 1
+
+    @rule(circle=st.sampled_from(POOL_CIRCLES))
+    def read(self, circle: protocol.Envelope[Any]) -> None:
+        self.commit()
+        members = {
+            e.id for e in POOL if e.id == circle.id or getattr(e.message, "circle", 0) == circle.id
+        }
+        assert self.store.ids(circle.id) == [i for i in self.committed if i in members]
+
+    @rule()
+    def reopen(self) -> None:
+        self.store.close()
+        self.commit()
+        self.store = self.open()
+
+    @rule()
+    def crash(self) -> None:
+        # What SIGKILL leaves: the file as last committed, the batch gone.
+        assert self.store._db is not None
+        self.store._db.close()
+        self.store._db = None
+        self.pending = []
+        self.store = self.open()
+
+    @invariant()
+    def committed_rows_match(self) -> None:
+        assert raw_ids(self.root) == self.committed
+
+    def teardown(self) -> None:
+        self.store.close()
+        self.directory.cleanup()
+
+
+def raw_ids(directory: Path) -> list[bytes]:
+    with closing(sqlite3.connect(directory / STORE_FILE)) as db:
+        return [r[0] for r in db.execute("SELECT id FROM envelopes ORDER BY position")]
+
+
+TestStoreModel = StoreModel.TestCase
+TestStoreModel.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
