@@ -80,43 +80,50 @@ def _bad_signature(kind: str) -> BadSignature:
 
 
 def _open_loop(
-    jobs: Sequence[tuple[bytes, bytes]], verdicts: list[int], claims: Iterator[int], chunk: int
+    jobs: Sequence[tuple[bytes, bytes, bytes]],
+    ids: list[bytes | None],
+    claims: Iterator[int],
+    chunk: int,
 ) -> None:
     # The loop every worker runs: as little Python as possible between the
     # libsodium calls, so the GIL is almost never contended. crypto_sign_open
     # is what nacl.bindings.crypto_sign_open (and so protocol.decode) calls,
     # here with one output buffer reused instead of one allocated per call.
+    # A verified envelope gets its id here too, in parallel; a refused one
+    # keeps None.
     buffer = ffi.new("unsigned char[]", MAX_ENVELOPE_SIZE)
     null = ffi.NULL
     sign_open = lib.crypto_sign_open
+    blake2b = hashlib.blake2b
     total = len(jobs)
     for claim in claims:
         start = claim * chunk
         if start >= total:
             return
         for index in range(start, min(start + chunk, total)):
-            signer, signed = jobs[index]
-            verdicts[index] = sign_open(buffer, null, signed, len(signed), signer)
+            signer, signed, data = jobs[index]
+            if sign_open(buffer, null, signed, len(signed), signer) == 0:
+                ids[index] = blake2b(data, digest_size=32).digest()
 
 
-def _verify_all(jobs: Sequence[tuple[bytes, bytes]], workers: int) -> list[int]:
-    verdicts = [-1] * len(jobs)
+def _verify_all(jobs: Sequence[tuple[bytes, bytes, bytes]], workers: int) -> list[bytes | None]:
+    ids: list[bytes | None] = [None] * len(jobs)
     helpers = min(workers, _MAX_WORKERS) - 1
     if len(jobs) < _PARALLEL_FROM or helpers <= 0:
-        _open_loop(jobs, verdicts, itertools.count(), len(jobs) or 1)
-        return verdicts
+        _open_loop(jobs, ids, itertools.count(), len(jobs) or 1)
+        return ids
     # Small chunks claimed from one counter (next() on it is atomic under the
     # GIL) keep every worker busy to the end even when one is slowed down.
     chunk = max(4, len(jobs) // ((helpers + 1) * 8))
     claims = itertools.count()
     pool = _executor()
     futures: list[Future[None]] = [
-        pool.submit(_open_loop, jobs, verdicts, claims, chunk) for _ in range(helpers)
+        pool.submit(_open_loop, jobs, ids, claims, chunk) for _ in range(helpers)
     ]
-    _open_loop(jobs, verdicts, claims, chunk)
+    _open_loop(jobs, ids, claims, chunk)
     for future in futures:
         future.result()
-    return verdicts
+    return ids
 
 
 def verify_batch(
@@ -141,11 +148,10 @@ def verify_batch(
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     results: list[Envelope[Message] | ProtocolError | None] = [None] * len(datas)
     # Phase 1 (calling thread): cache hits, duplicates, decoding without the signature.
-    pending: list[tuple[int, UnverifiedEnvelope[Message], bytes]] = []
-    jobs: list[tuple[bytes, bytes]] = []
+    pending: list[tuple[int, UnverifiedEnvelope[Message]]] = []
+    jobs: list[tuple[bytes, bytes, bytes]] = []
     first_of: dict[bytes, int] = {}
     repeats: list[tuple[int, int]] = []
-    blake2b = hashlib.blake2b
     for index, given in enumerate(datas):
         if type(given) is bytes:
             data = given
@@ -154,14 +160,13 @@ def verify_batch(
         else:
             results[index] = _refusal(given)
             continue
-        envelope_id = blake2b(data, digest_size=32).digest()
         if cache is not None:
-            seen = cache._lookup(envelope_id, data)
+            seen = cache.get(data)
             if seen is not None:
                 results[index] = seen
                 continue
-        first = first_of.setdefault(envelope_id, index)
-        if first != index and bytes(datas[first]) == data:
+        first = first_of.setdefault(data, index)
+        if first != index:
             repeats.append((index, first))
             continue
         try:
@@ -169,13 +174,13 @@ def verify_batch(
         except ProtocolError as error:
             results[index] = error
             continue
-        pending.append((index, unverified, envelope_id))
-        jobs.append((unverified.signer, unverified.signature + unverified.signed_payload()))
-    # Phase 2 (every worker): the signatures.
-    verdicts = _verify_all(jobs, workers)
+        pending.append((index, unverified))
+        jobs.append((unverified.signer, unverified.signature + unverified.signed_payload(), data))
+    # Phase 2 (every worker): the signatures, and the ids of the good ones.
+    ids = _verify_all(jobs, workers)
     # Phase 3 (calling thread): the results.
-    for (index, unverified, envelope_id), verdict in zip(pending, verdicts, strict=True):
-        if verdict == 0:
+    for (index, unverified), envelope_id in zip(pending, ids, strict=True):
+        if envelope_id is not None:
             envelope = Envelope(
                 message=unverified.message,
                 signer=unverified.signer,
