@@ -131,11 +131,11 @@ class CircleState:
                 "apply() takes a verified Envelope; decode bytes with protocol.decode first",
                 reason="wrong-kind",
             )
-        self._now = max(self._now, now)
+        # Time passes first, so each change is checked against the one input causing it.
+        events = self.advance(now) if now > self._now else []
         if envelope.id in self._seen or envelope.id == self._charter.id:
-            return self._settle([], Input.IGNORED)
+            return self._settle(events, Input.IGNORED)
         self._seen.add(envelope.id)
-        events: list[CircleEvent] = []
         kind = self._dispatch(envelope, events)
         return self._settle(events, kind)
 

@@ -131,7 +131,9 @@ def invite(circle: Envelope[Charter], by: Identity, who: Identity) -> Envelope[I
     )
 
 
-def extension(circle: Envelope[Charter], deadline: int, created: int = T0 + 20) -> Envelope[Extension]:
+def extension(
+    circle: Envelope[Charter], deadline: int, created: int = T0 + 20
+) -> Envelope[Extension]:
     return seal(Extension(circle=circle.id, deadline=deadline, created=created), FOUNDER)
 
 
