@@ -4,6 +4,19 @@ Pure and sans-IO: nothing here reads a clock, a socket, a file or a random
 source; time and bytes are handed in, events and bytes come out.
 """
 
+from ._auction import AuctionError as AuctionError
+from ._auction import AuctionResult as AuctionResult
+from ._auction import Bid as Bid
+from ._auction import Mandate as Mandate
+from ._auction import ReverseAuction as ReverseAuction
+from ._auction import rank_offers as rank_offers
+from ._certificate import InvalidCertificate as InvalidCertificate
+from ._certificate import InvalidProof as InvalidProof
+from ._certificate import build_certificate as build_certificate
+from ._certificate import verify_certificate as verify_certificate
+from ._certificate import verify_misbehaviour as verify_misbehaviour
+from ._circle import SMALLER_TIER_WINDOW as SMALLER_TIER_WINDOW
+from ._circle import CircleState as CircleState
 from ._codec import MAX_ENVELOPE_SIZE as MAX_ENVELOPE_SIZE
 from ._envelope import DOMAIN as DOMAIN
 from ._envelope import VERSION as VERSION
@@ -26,8 +39,25 @@ from ._errors import Oversize as Oversize
 from ._errors import ProtocolError as ProtocolError
 from ._errors import UnknownKind as UnknownKind
 from ._errors import UnsupportedVersion as UnsupportedVersion
+from ._events import CircleEvent as CircleEvent
+from ._events import CircleStatus as CircleStatus
+from ._events import DealClosed as DealClosed
+from ._events import EquivocationDetected as EquivocationDetected
+from ._events import ExtensionAccepted as ExtensionAccepted
+from ._events import MemberAdmitted as MemberAdmitted
+from ._events import OfferReceived as OfferReceived
+from ._events import PledgeBound as PledgeBound
+from ._events import PledgeCounted as PledgeCounted
+from ._events import PledgeWithdrawn as PledgeWithdrawn
+from ._events import QuorumChanged as QuorumChanged
+from ._events import Refused as Refused
+from ._events import StatusChanged as StatusChanged
 from ._identity import Identity as Identity
+from ._loyalty import DealProof as DealProof
+from ._loyalty import LoyaltyError as LoyaltyError
+from ._loyalty import verify_loyalty as verify_loyalty
 from ._messages import KINDS as KINDS
+from ._messages import Accept as Accept
 from ._messages import Allocation as Allocation
 from ._messages import Certificate as Certificate
 from ._messages import Charter as Charter
@@ -40,48 +70,122 @@ from ._messages import Message as Message
 from ._messages import Misbehaviour as Misbehaviour
 from ._messages import Offer as Offer
 from ._messages import Pledge as Pledge
+from ._messages import QuoteRequest as QuoteRequest
 from ._messages import Receipt as Receipt
 from ._messages import Referral as Referral
+from ._messages import Reject as Reject
 from ._messages import Tier as Tier
+from ._messages import WalkAway as WalkAway
+from ._negotiation import NEGOTIATION_TRANSITIONS as NEGOTIATION_TRANSITIONS
+from ._negotiation import Agreement as Agreement
+from ._negotiation import Ended as Ended
+from ._negotiation import Negotiation as Negotiation
+from ._negotiation import NegotiationError as NegotiationError
+from ._negotiation import NegotiationState as NegotiationState
+from ._negotiation import Party as Party
+from ._negotiation import Proposal as Proposal
+from ._negotiation import offer_unit_price as offer_unit_price
+from ._quorum import Clearing as Clearing
+from ._quorum import DemandBook as DemandBook
+from ._reputation import RelationshipError as RelationshipError
+from ._reputation import Reputation as Reputation
+from ._reputation import VerifiedDeal as VerifiedDeal
+from ._reputation import vendor_reputation as vendor_reputation
+from ._reputation import verify_deal as verify_deal
+from ._reputation import wilson_lower_ppm as wilson_lower_ppm
+from ._transitions import CIRCLE_TRANSITIONS as CIRCLE_TRANSITIONS
+from ._transitions import CircleInput as CircleInput
 
 __all__ = [
+    "CIRCLE_TRANSITIONS",
     "DOMAIN",
     "KINDS",
     "MAX_ENVELOPE_SIZE",
+    "NEGOTIATION_TRANSITIONS",
+    "SMALLER_TIER_WINDOW",
     "VERSION",
+    "Accept",
+    "Agreement",
     "Allocation",
+    "AuctionError",
+    "AuctionResult",
     "BadSignature",
+    "Bid",
     "Certificate",
     "Charter",
+    "CircleEvent",
+    "CircleInput",
+    "CircleState",
+    "CircleStatus",
+    "Clearing",
     "CounterOffer",
     "Deal",
+    "DealClosed",
+    "DealProof",
+    "DemandBook",
+    "Ended",
     "Envelope",
+    "EquivocationDetected",
     "Extension",
+    "ExtensionAccepted",
     "IdentityError",
     "Identity",
+    "InvalidCertificate",
     "InvalidField",
     "InvalidMessage",
+    "InvalidProof",
     "Invite",
     "KeyFileError",
+    "LoyaltyError",
     "LoyaltyTier",
     "MalformedEncoding",
+    "Mandate",
+    "MemberAdmitted",
     "Message",
     "Misbehaviour",
+    "Negotiation",
+    "NegotiationError",
+    "NegotiationState",
     "NonCanonical",
     "Offer",
+    "OfferReceived",
     "Oversize",
+    "Party",
     "Pledge",
+    "PledgeBound",
+    "PledgeCounted",
+    "PledgeWithdrawn",
+    "Proposal",
     "ProtocolError",
+    "QuorumChanged",
+    "QuoteRequest",
     "Receipt",
     "Referral",
+    "Refused",
+    "Reject",
+    "RelationshipError",
+    "Reputation",
+    "ReverseAuction",
+    "StatusChanged",
     "Tier",
     "UnknownKind",
     "UnsupportedVersion",
     "UnverifiedEnvelope",
+    "VerifiedDeal",
+    "WalkAway",
+    "build_certificate",
     "decode",
     "decode_as",
     "decode_unverified",
     "envelope_id",
+    "offer_unit_price",
+    "rank_offers",
     "seal",
     "signing_bytes",
+    "vendor_reputation",
+    "verify_certificate",
+    "verify_deal",
+    "verify_loyalty",
+    "verify_misbehaviour",
+    "wilson_lower_ppm",
 ]

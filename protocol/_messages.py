@@ -33,6 +33,10 @@ __all__ = [
     "Receipt",
     "Referral",
     "Tier",
+    "QuoteRequest",
+    "Accept",
+    "Reject",
+    "WalkAway",
 ]
 
 #: Largest quantity of units anywhere in the protocol.
@@ -398,6 +402,101 @@ class Misbehaviour(Message):
     """When the reporter signed it."""
 
 
+#: Most counter-offers one negotiation may hold (the counter-offer's round limit).
+MAX_ROUNDS = 10_000
+
+
+@structure("rfq")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuoteRequest(Message):
+    """A circle's request for quote: opens a negotiation with one vendor or all on its topic.
+
+    The signer is the circle's negotiator; only that key moves for the circle.
+    """
+
+    kind: ClassVar[str] = "rfq"
+
+    circle: bytes = field(ID)
+    """The circle asking."""
+    vendor: bytes | None = field(Opt(KEY))
+    """The one vendor asked, or nil for every vendor listening (a reverse auction)."""
+    product: str = field(Text(200, min_chars=1))
+    """What the circle wants, in its own words."""
+    quantity: int = field(POSITIVE_QUANTITY)
+    """Units the circle will buy."""
+    currency: str = field(CURRENCY)
+    """Currency every price in the negotiation uses."""
+    respond_by: int = field(TIME)
+    """Offers made at or after this time are refused."""
+    deadline: int = field(TIME)
+    """The negotiation ends at this time, agreed or not."""
+    max_rounds: int = field(Int(1, MAX_ROUNDS))
+    """Most counter-offers (both sides together) after the vendor's offer."""
+    created: int = field(TIME)
+    """When the negotiator signed it."""
+
+    def _check(self) -> None:
+        if self.respond_by <= self.created:
+            raise _fail("rfq.respond_by", "must be later than rfq.created")
+        if self.deadline < self.respond_by:
+            raise _fail("rfq.deadline", "must not be earlier than rfq.respond_by")
+
+
+@structure("accept")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accept(Message):
+    """Accepts the other side's standing offer or counter-offer, repeating its terms."""
+
+    kind: ClassVar[str] = "accept"
+
+    circle: bytes = field(ID)
+    """The circle negotiating."""
+    accepted: bytes = field(ID)
+    """Id of the offer or counter-offer accepted."""
+    unit_price: int = field(PRICE)
+    """The accepted unit price (must equal the proposal's)."""
+    quantity: int = field(POSITIVE_QUANTITY)
+    """The accepted quantity (must equal the proposal's)."""
+    currency: str = field(CURRENCY)
+    """Currency of the price."""
+    created: int = field(TIME)
+    """When it was signed."""
+
+
+@structure("reject")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reject(Message):
+    """Declines the other side's last move and ends the negotiation."""
+
+    kind: ClassVar[str] = "reject"
+
+    circle: bytes = field(ID)
+    """The circle negotiating."""
+    in_reply_to: bytes = field(ID)
+    """Id of the request, offer or counter-offer declined."""
+    reason: str = field(Text(500))
+    """Why, in the signer's words (may be empty)."""
+    created: int = field(TIME)
+    """When it was signed."""
+
+
+@structure("walkaway")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WalkAway(Message):
+    """Leaves a negotiation at any time, whoever's turn it is."""
+
+    kind: ClassVar[str] = "walkaway"
+
+    circle: bytes = field(ID)
+    """The circle negotiating."""
+    session: bytes = field(ID)
+    """Id of the request for quote that opened the negotiation."""
+    reason: str = field(Text(500))
+    """Why, in the signer's words (may be empty)."""
+    created: int = field(TIME)
+    """When it was signed."""
+
+
 #: Every kind this library understands, by its envelope kind string.
 KINDS: dict[str, type[Message]] = {
     cls.kind: cls
@@ -413,5 +512,9 @@ KINDS: dict[str, type[Message]] = {
         Referral,
         Extension,
         Misbehaviour,
+        QuoteRequest,
+        Accept,
+        Reject,
+        WalkAway,
     )
 }
