@@ -3,7 +3,14 @@
 ::
 
     CirclesError
-    └── KeyFileError (also protocol.KeyFileError): an unsafe or unreadable key file
+    ├── KeyFileError (also protocol.KeyFileError): an unsafe or unreadable key file
+    ├── StoreError: the store cannot be opened or written (circles._store)
+    ├── TransportError: the network cannot do what was asked (circles._transport)
+    │   └── RequestFailed: a direct request got no valid response
+    └── NodeError: a node call that cannot be done as asked (circles._node)
+
+Each carries a machine-readable ``reason``; each module defines its own
+errors next to the code that raises them, all under this one root.
 
 Protocol refusals keep their own root, :class:`protocol.ProtocolError`.
 """
