@@ -215,7 +215,7 @@ class CircleState:
         at_seq.append(env)
         at_seq.sort(key=lambda e: e.id)
         if len(at_seq) > 1:
-            self._record_proof(make_proof(at_seq[0], at_seq[1]), events)
+            self._record_proof(member, events)
             self._refresh(member, events)
             return Input.EQUIVOCATION
         if p.created > self._deadline:
@@ -272,8 +272,7 @@ class CircleState:
         self._extensions[env.id] = env
         founder = self._charter.signer
         if len(self._extensions) > 1:
-            first, second = sorted(self._extensions.values(), key=lambda e: e.id)[:2]
-            self._record_proof(make_proof(first, second), events)
+            self._record_proof(founder, events)
         deadline = effective_deadline(self._charter, self._extensions.values())
         if deadline != self._deadline:
             self._deadline = deadline
@@ -285,14 +284,19 @@ class CircleState:
             self._refresh(founder, events)
         return Input.EQUIVOCATION if len(self._extensions) > 1 else Input.EXTENSION
 
-    def _record_proof(self, proof: Misbehaviour, events: list[CircleEvent]) -> None:
-        # The smallest proof is kept, so the choice does not depend on arrival order.
-        member = proof.offender
-        known = self._proofs.get(member)
-        if known is None or (proof.first, proof.second) < (known.first, known.second):
-            self._proofs[member] = proof
-        if known is None:
+    def _record_proof(self, member: bytes, events: list[CircleEvent]) -> None:
+        # The proof is recomputed from everything held (the pair with the smallest
+        # ids), so which proof a state keeps does not depend on arrival order.
+        pairs: list[tuple[Envelope[Any], Envelope[Any]]] = [
+            (envs[0], envs[1]) for envs in self._pledges.get(member, {}).values() if len(envs) > 1
+        ]
+        if member == self._charter.signer and len(self._extensions) > 1:
+            first, second = sorted(self._extensions.values(), key=lambda e: e.id)[:2]
+            pairs.append((first, second))
+        proof = make_proof(*min(pairs, key=lambda pair: (pair[0].id, pair[1].id)))
+        if member not in self._proofs:
             events.append(EquivocationDetected(member=member, proof=proof))
+        self._proofs[member] = proof
 
     def _apply_proof(
         self, env: Envelope[Message], proof: Misbehaviour, events: list[CircleEvent]

@@ -392,3 +392,13 @@ def test_apply_refuses_non_envelopes() -> None:
         state.apply(b"bytes", T0)  # type: ignore[arg-type]
     with pytest.raises(protocol.InvalidMessage):
         CircleState(pledge(charter(), MEMBERS[0]))  # type: ignore[arg-type]
+
+
+def test_transition_table_covers_every_pair_and_allows_staying() -> None:
+    table = protocol.CIRCLE_TRANSITIONS
+    for status in CircleStatus:
+        for kind in protocol.CircleInput:
+            assert status in table[(status, kind)], (status, kind)
+    # Nothing but an equivocation or a conflicting extension undoes a closed deal.
+    undo = {k for (s, k), after in table.items() if s is CircleStatus.CLOSED and after != {s}}
+    assert undo == {protocol.CircleInput.EQUIVOCATION, protocol.CircleInput.EXTENSION}
