@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from protocol import (
     Accept,
+    Allocation,
+    Certificate,
     CounterOffer,
+    Deal,
     Identity,
     Mandate,
     Negotiation,
     Offer,
     Party,
+    Pledge,
     QuoteRequest,
+    Receipt,
     Reject,
     Tier,
     WalkAway,
+    envelope_id,
     seal,
 )
 
@@ -132,8 +138,6 @@ def identity_of(party: Party) -> Identity:
 
 def last_id(session: Negotiation) -> bytes:
     """Id of the last accepted move (what the next move must answer)."""
-    from protocol import envelope_id
-
     return envelope_id(session.transcript[-1])
 
 
@@ -153,3 +157,84 @@ def move(session: Negotiation, party: Party, kind: str, price: int, now: int) ->
         return reject(last_id(session), now=now, signer=signer)
     assert kind == "walkaway"
     return walkaway(session.session, now=now, signer=signer)
+
+
+def members(n: int, salt: int = 0) -> list[Identity]:
+    return [Identity.from_seed(bytes([0x40 + salt]) + i.to_bytes(31, "big")) for i in range(n)]
+
+
+def pledged(member: Identity, *, circle: bytes = CIRCLE, quantity: int = 10) -> bytes:
+    return seal(
+        Pledge(
+            circle=circle,
+            seq=1,
+            quantity=quantity,
+            max_price=1000,
+            currency="EUR",
+            tolerance=0,
+            created=T0,
+        ),
+        member,
+    ).data
+
+
+def closed_deal(
+    people: list[Identity],
+    *,
+    vendor: Identity = VENDOR,
+    circle: bytes = CIRCLE,
+    price: int = 900,
+    created: int = T0 + 50,
+) -> tuple[bytes, bytes, list[bytes]]:
+    """(deal, certificate, pledges) for a deal ``vendor`` closed with ``people``."""
+    pledges = [pledged(m, circle=circle) for m in people]
+    allocations = sorted(
+        (Allocation(pledge=envelope_id(p), quantity=10) for p in pledges),
+        key=lambda a: a.pledge,
+    )
+    certificate = seal(
+        Certificate(
+            circle=circle,
+            offer=b"\x0f" * 32,
+            unit_price=price,
+            currency="EUR",
+            total=10 * len(people),
+            allocations=tuple(allocations),
+            created=created - 1,
+        ),
+        people[0],
+    )
+    deal = seal(
+        Deal(
+            circle=circle,
+            certificate=certificate.id,
+            unit_price=price,
+            currency="EUR",
+            total=10 * len(people),
+            created=created,
+        ),
+        vendor,
+    )
+    return deal.data, certificate.data, pledges
+
+
+def receipt(
+    deal: bytes,
+    member: Identity,
+    *,
+    fulfilled: str = "yes",
+    rating: int = 5,
+    created: int = T0 + 500,
+    vendor: Identity = VENDOR,
+) -> bytes:
+    return seal(
+        Receipt(
+            deal=envelope_id(deal),
+            vendor=vendor.public_key,
+            fulfilled=fulfilled,
+            rating=rating,
+            comment="",
+            created=created,
+        ),
+        member,
+    ).data

@@ -1,0 +1,134 @@
+"""Reverse auction: every member ranks the same offers the same way."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol import (
+    AuctionError,
+    Identity,
+    Mandate,
+    ReverseAuction,
+    Tier,
+    envelope_id,
+    rank_offers,
+    verify_deal,
+    vendor_reputation,
+)
+
+from .test_negotiation_helpers import T0, closed_deal, members, offer, receipt, rfq
+
+VENDORS = members(5, 20)
+REQUEST = rfq()
+SESSION = envelope_id(REQUEST)
+# 100 units at up to 1000, 50 more at up to 800, 100 more at up to 600.
+DEMAND = Mandate(target=100, demand=((1000, 100), (800, 50), (600, 100)))
+
+
+def quote(vendor: Identity, *tiers: tuple[int, int], **kw: object) -> bytes:
+    kw.setdefault("now", T0 + 10)
+    return offer(
+        SESSION,
+        1,
+        signer=vendor,
+        tiers=tuple(Tier(min_quantity=q, unit_price=p) for q, p in tiers),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_lowest_clearing_price_wins() -> None:
+    offers = [
+        quote(VENDORS[0], (1, 950)),
+        # 700 needs 300 units, which the pledges do not reach: it clears at 790.
+        quote(VENDORS[1], (1, 990), (120, 790), (300, 700)),
+        quote(VENDORS[2], (1, 990), (150, 780)),
+    ]
+    result = rank_offers(REQUEST, offers, mandate=DEMAND)
+    assert [(b.vendor, b.clearing_price) for b in result.ranking] == [
+        (VENDORS[2].public_key, 780),
+        (VENDORS[1].public_key, 790),
+        (VENDORS[0].public_key, 950),
+    ]
+    assert result.winner == result.ranking[0] and result.refused == ()
+
+
+def test_ties_go_to_reputation_then_to_the_key() -> None:
+    offers = [quote(v, (1, 900)) for v in VENDORS[:3]]
+    plain = rank_offers(REQUEST, offers, mandate=DEMAND)
+    assert [b.vendor for b in plain.ranking] == sorted(v.public_key for v in VENDORS[:3])
+    people = members(4, 40)
+    best = max(VENDORS[:3], key=lambda v: v.public_key)
+    deal, certificate, pledges = closed_deal(people, vendor=best)
+    rep = vendor_reputation(
+        best.public_key,
+        [verify_deal(deal, certificate, pledges)],
+        [receipt(deal, m, vendor=best) for m in people],
+    )
+    assert rep.score > 0
+    ranked = rank_offers(REQUEST, offers, mandate=DEMAND, reputations={best.public_key: rep})
+    assert ranked.winner is not None and ranked.winner.vendor == best.public_key
+    assert ranked.winner.score == rep.score
+
+
+def test_ineligible_offers_are_refused_with_a_reason() -> None:
+    good = quote(VENDORS[0], (1, 900))
+    forged = bytearray(quote(VENDORS[1], (1, 100)))
+    forged[-1] ^= 1
+    late = quote(VENDORS[2], (1, 100), now=T0 + 100)
+    lapsing = quote(VENDORS[3], (1, 100), valid_for=50)
+    too_dear = quote(VENDORS[4], (1, 1001))
+    elsewhere = offer(b"\x05" * 32, 100, now=T0 + 10, signer=VENDORS[4])
+    result = rank_offers(
+        REQUEST, [good, bytes(forged), late, lapsing, too_dear, elsewhere], mandate=DEMAND
+    )
+    assert result.winner is not None and result.winner.vendor == VENDORS[0].public_key
+    assert sorted(reason for _, reason in result.refused) == [
+        "bad-signature",
+        "does-not-clear",
+        "lapsed",
+        "too-late",
+        "wrong-request",
+    ]
+
+
+def test_each_vendor_bids_its_best_offer() -> None:
+    offers = [quote(VENDORS[0], (1, 900)), quote(VENDORS[0], (1, 850), now=T0 + 11)]
+    result = rank_offers(REQUEST, offers, mandate=DEMAND)
+    assert len(result.ranking) == 1 and result.ranking[0].clearing_price == 850
+
+
+def test_no_eligible_offer_means_no_winner() -> None:
+    result = rank_offers(REQUEST, [quote(VENDORS[0], (1, 5000))], mandate=DEMAND)
+    assert (result.winner, result.ranking) == (None, ())
+
+
+@given(st.permutations(range(8)), st.lists(st.integers(500, 1100), min_size=8, max_size=8))
+def test_every_member_computes_the_same_winner(order: list[int], prices: list[int]) -> None:
+    offers = [quote(VENDORS[i % 5], (1, p), now=T0 + 10 + i) for i, p in enumerate(prices)]
+    first = rank_offers(REQUEST, offers, mandate=DEMAND)
+    again = rank_offers(REQUEST, [offers[i] for i in order], mandate=DEMAND)
+    assert first == again
+    eligible = [p for p in prices if p <= 1000]
+    if eligible:
+        assert first.winner is not None and first.winner.clearing_price == min(eligible)
+
+
+def test_the_collector_closes_at_respond_by() -> None:
+    auction = ReverseAuction(REQUEST, mandate=DEMAND)
+    assert auction.get_timer() == T0 + 100
+    bid = auction.receive(quote(VENDORS[0], (1, 900)), T0 + 10)
+    assert bid.clearing_price == 900
+    with pytest.raises(AuctionError) as info:
+        auction.receive(quote(VENDORS[1], (1, 1200)), T0 + 20)
+    assert info.value.reason == "does-not-clear"
+    with pytest.raises(AuctionError) as info:
+        auction.result(T0 + 99)
+    assert info.value.reason == "still-open"
+    with pytest.raises(AuctionError) as info:
+        auction.receive(quote(VENDORS[2], (1, 800)), T0 + 100)
+    assert info.value.reason == "too-late"
+    result = auction.result(T0 + 100)
+    assert result.winner is not None and result.winner.vendor == VENDORS[0].public_key
+    assert auction.offers == (quote(VENDORS[0], (1, 900)),)
