@@ -14,8 +14,8 @@ from protocol import (
     Tier,
     envelope_id,
     rank_offers,
-    verify_deal,
     vendor_reputation,
+    verify_deal,
 )
 
 from .test_negotiation_helpers import T0, closed_deal, members, offer, receipt, rfq

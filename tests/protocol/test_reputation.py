@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from protocol import (
     BadSignature,
     RelationshipError,
-    verify_deal,
     vendor_reputation,
+    verify_deal,
     wilson_lower_ppm,
 )
 
