@@ -7,6 +7,7 @@ from ._keyfile import load_identity as load_identity
 from ._keyfile import save_identity as save_identity
 from ._libp2p import open_libp2p_transport as open_libp2p_transport
 from ._memnet import MemoryNetwork as MemoryNetwork
+from ._node import EventStream as EventStream
 from ._node import Node as Node
 from ._node import NodeError as NodeError
 from ._node import TransportFactory as TransportFactory
@@ -29,6 +30,7 @@ __all__ = [
     "CircleDiscovered",
     "CirclesError",
     "CircleUpdated",
+    "EventStream",
     "generate_identity",
     "KeyFileError",
     "load_identity",

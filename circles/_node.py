@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from ._syncer import Syncer
 from ._topics import ANNOUNCE_TOPIC, circle_topic
 from ._transport import PeerEventKind, PeerId, Transport, Verdict
 
-__all__ = ["Node", "NodeError", "TransportFactory"]
+__all__ = ["EventStream", "Node", "NodeError", "TransportFactory"]
 
 log = logging.getLogger("circles.node")
 
@@ -123,6 +122,7 @@ class Node:
         self._listeners: list[trio.MemorySendChannel[NodeEvent]] = []
         self._changed = trio.Event()
         self._own_lock = trio.Lock()
+        self._dropped_events: dict[int, int] = {}
         self._my_offers: set[bytes] = set()
         self._certificates: dict[bytes, list[Envelope[protocol.Certificate]]] = {}
         self._assembled: set[bytes] = set()
@@ -222,17 +222,16 @@ class Node:
         """The charter of a known circle."""
         return self.circle(circle).charter.message  # type: ignore[no-any-return]
 
-    async def events(self) -> AsyncIterator[NodeEvent]:
-        """Every event from now on, until the node stops (buffered, never blocks the node)."""
-        send, receive = trio.open_memory_channel[NodeEvent](math.inf)
+    def events(self, *, buffer: int = 10_000) -> EventStream:
+        """Every event from now on, until the node stops or the stream is closed.
+
+        Use ``async with node.events() as events: async for event in events:``.
+        The node never waits for a slow reader: past ``buffer`` unread events,
+        new ones are dropped and counted in ``EventStream.dropped``.
+        """
+        send, receive = trio.open_memory_channel[NodeEvent](buffer)
         self._listeners.append(send)
-        try:
-            async with receive:
-                async for event in receive:
-                    yield event
-        finally:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(send)
+        return EventStream(self, send, receive)
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Return once ``predicate()`` holds; re-checked after every change.
@@ -569,8 +568,13 @@ class Node:
 
     def _emit(self, event: NodeEvent) -> None:
         for channel in list(self._listeners):
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            try:
                 channel.send_nowait(event)
+            except trio.WouldBlock:
+                self._dropped_events[id(channel)] = self._dropped_events.get(id(channel), 0) + 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                with contextlib.suppress(ValueError):
+                    self._listeners.remove(channel)
 
     def _pull_from(self, circle: bytes, peer: PeerId) -> None:
         if self._nursery is not None and circle in self._joined:
@@ -674,6 +678,47 @@ def _certificate_key(body: protocol.Certificate) -> bytes:
     from protocol._schema import to_wire
 
     return pack(to_wire(body))
+
+
+class EventStream:
+    """A node's events as an async iterator; close it (or leave its ``async with``) when done."""
+
+    def __init__(
+        self,
+        node: Node,
+        send: trio.MemorySendChannel[NodeEvent],
+        receive: trio.MemoryReceiveChannel[NodeEvent],
+    ) -> None:
+        self._node = node
+        self._send = send
+        self._receive = receive
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped because this stream's buffer was full."""
+        return self._node._dropped_events.get(id(self._send), 0)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> NodeEvent:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Stop receiving events."""
+        with contextlib.suppress(ValueError):
+            self._node._listeners.remove(self._send)
+        self._send.close()
+        await self._receive.aclose()
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 class _LogView:
