@@ -594,9 +594,16 @@ class Node:
             log.info("did not countersign %s: %s", certificate.id.hex()[:12], exc)
 
     async def _keep_time(self) -> None:
-        """Hand the clock to every circle once a second, so deadlines take effect."""
+        """Hand the clock to every circle once a second, so deadlines take effect.
+
+        Also commits the store's batch of received envelopes: the store only
+        checks its batch's age when it is called, and a quiet node calls it
+        rarely.
+        """
         while True:
             await trio.sleep(1.0)
+            if self._store is not None:
+                self._store.flush()
             now = self.now()
             for circle, state in list(self._states.items()):
                 due = state.next_deadline()
