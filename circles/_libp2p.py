@@ -113,6 +113,19 @@ def _configure_libp2p() -> None:
     libp2p_logger.propagate = True
     if not any(isinstance(h, logging.NullHandler) for h in libp2p_logger.handlers):
         libp2p_logger.addHandler(logging.NullHandler())
+    # A few py-libp2p modules log through the module-level `logging.debug()`,
+    # whose first call runs `logging.basicConfig()`: that put a stderr handler
+    # on the root logger behind the application's back, and every libp2p
+    # warning reached stderr from then on (the demo printed a LifecycleError
+    # traceback at shutdown). Give those modules a logger of their own instead.
+    import libp2p.network.connection.swarm_connection as swarm_connection_module
+    import libp2p.tools.utils as tools_utils_module
+
+    for module in (swarm_connection_module, tools_utils_module):
+        module.logging = logging.getLogger(module.__name__)  # type: ignore[attr-defined]
+    # A connection whose upgrade completes while the host stops is refused
+    # and cleaned up by the swarm, which still logs a warning with a traceback.
+    logging.getLogger("libp2p.network.swarm").addFilter(_not_a_shutdown_race)
 
     # A junk `key` field made the signature check raise out of the host's
     # nursery (validators.py 60-63): a message that cannot be checked is invalid.
@@ -766,3 +779,11 @@ async def _no_auto_connect() -> None:
 
 def _is_closed_nursery_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "Nursery is closed" in str(exc)
+
+
+def _not_a_shutdown_race(record: logging.LogRecord) -> bool:
+    """False for the swarm's warning about a connection that arrived as it stopped."""
+    return not (
+        record.getMessage().startswith("[ADDCONN_FAIL]")
+        and "Cannot schedule task after service has stopped" in record.getMessage()
+    )
