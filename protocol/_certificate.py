@@ -28,7 +28,6 @@ from ._messages import (
     Pledge,
     Tier,
 )
-from ._quorum import Entry, clear_tier
 
 __all__ = [
     "InvalidCertificate",
@@ -162,14 +161,15 @@ def verify_certificate(
         deadline = extension.message.deadline
 
     by_id: dict[bytes, Envelope[Pledge]] = {}
-    seen_seq: dict[tuple[bytes, int], bytes] = {}
+    first_seq: dict[tuple[bytes, int], bytes] = {}
     equivocators: set[bytes] = set()
     for env in pledges:
-        _expect(env, Pledge, "each pledge")
-        by_id[env.id] = env
-        key = (env.signer, env.message.seq)
-        other = seen_seq.setdefault(key, env.id)
-        if other != env.id and env.message.circle == circle:
+        if type(env) is not Envelope or type(env.message) is not Pledge:
+            raise _fail("wrong-kind", "each pledge must be a verified pledge Envelope")
+        env_id = env.id
+        by_id[env_id] = env
+        p = env.message
+        if p.circle == circle and first_seq.setdefault((env.signer, p.seq), env_id) != env_id:
             equivocators.add(env.signer)
 
     admitted: set[bytes] | None = None
@@ -177,22 +177,23 @@ def verify_certificate(
         admitted = _admitted(charter, invites)
 
     price = cert.unit_price
-    ceiling = rules.ceiling
+    ceiling = rules.ceiling if rules.ceiling is not None else price
     members: set[bytes] = set()
-    entries: list[Entry] = []
-    used_tolerance = False
+    # (-max_price, created, id, quantity, tolerance, allocated): the fill order, for tolerance.
+    rows: list[tuple[int, int, bytes, int, int, int]] = []
+    base = tolerance = 0
     for allocation in cert.allocations:
-        named = by_id.get(allocation.pledge)
-        if named is None:
+        env = by_id.get(allocation.pledge)  # type: ignore[assignment]
+        if env is None:
             raise _fail("missing-pledge", f"pledge {allocation.pledge.hex()} was not given")
-        env = named
         p = env.message
         signer = env.signer
+        q = p.quantity
         if p.circle != circle:
             raise _fail("wrong-circle", f"pledge {env.id.hex()} is for another circle")
         if p.currency != currency:
             raise _fail("wrong-currency", f"pledge {env.id.hex()} is not in {currency}")
-        if p.quantity == 0:
+        if q == 0:
             raise _fail("withdrawal", f"pledge {env.id.hex()} is a withdrawal")
         if signer in members:
             raise _fail("member-twice", f"member {signer.hex()} is named twice")
@@ -203,64 +204,82 @@ def verify_certificate(
             raise _fail("late", f"pledge {env.id.hex()} was made after the deadline")
         if admitted is not None and signer not in admitted:
             raise _fail("unadmitted", f"member {signer.hex()} was not invited")
-        if ceiling is not None and p.max_price > ceiling:
+        if p.max_price > ceiling and rules.ceiling is not None:
             raise _fail("above-ceiling", f"pledge {env.id.hex()} names a price above the ceiling")
         if p.max_price < price:
             raise _fail("price-above-max", f"pledge {env.id.hex()} accepts at most {p.max_price}")
-        if not p.quantity <= allocation.quantity <= p.quantity + p.tolerance:
-            raise _fail(
-                "not-canonical", f"pledge {env.id.hex()} is allocated outside quantity+tolerance"
-            )
-        used_tolerance = used_tolerance or allocation.quantity > p.quantity
-        entries.append(
-            Entry(
-                pledge=env.id,
-                quantity=p.quantity,
-                max_price=p.max_price,
-                tolerance=p.tolerance,
-                created=p.created,
-            )
-        )
+        a = allocation.quantity
+        t = p.tolerance
+        if not q <= a <= q + t:
+            raise _fail("not-canonical", f"pledge {env.id.hex()} is allocated outside q+tolerance")
+        base += q
+        tolerance += t
+        rows.append((-p.max_price, p.created, env.id, q, t, a))
 
-    target = rules.target
+    _check_fill(
+        total=cert.total,
+        base=base,
+        tolerance=tolerance,
+        rows=rows,
+        tier=tier,
+        terms=terms,
+        rules=rules,
+    )
+
+
+def _check_fill(
+    *,
+    total: int,
+    base: int,
+    tolerance: int,
+    rows: list[tuple[int, int, bytes, int, int, int]],
+    tier: Tier,
+    terms: Offer,
+    rules: Charter,
+) -> None:
+    """The allocations are the clearing rule's, and no cheaper tier clears.
+
+    Every named pledge is eligible at the certificate's price and their
+    quantities fit the capacity, so the clearing rule admits all of them: the
+    only freedom left is tolerance, drawn in fill order up to the need.
+    """
+    target, capacity = rules.target, terms.capacity
     smaller = rules.on_miss == "smaller-tier"
-    if cert.total < target and not smaller:
-        raise _fail("below-target", f"total {cert.total} is below the target {target}")
-    expected = _canonical(entries, tier, terms.capacity, target, cert.total)
-    got = [(a.pledge, a.quantity) for a in cert.allocations]
-    if expected != got:
-        raise _fail(
-            "not-canonical",
-            "the allocations are not what the clearing rule gives for these pledges "
-            "(tolerance is drawn only to fill the tier, in priority order)",
-        )
+    full_need = max(tier.min_quantity, target)
+    reach = base + min(tolerance, capacity - base)
+    relaxed = total < full_need
+    if relaxed and not smaller:
+        raise _fail("below-target", f"total {total} is below the target {target}")
+    if relaxed and full_need <= capacity and reach >= full_need:
+        raise _fail("not-canonical", "these pledges meet the target: the certificate must too")
+    need = tier.min_quantity if relaxed else full_need
+    if total < need:
+        raise _fail("below-target", f"total {total} is below the tier's minimum {need}")
+    if base >= need:
+        if total != base:
+            raise _fail("not-canonical", "tolerance is drawn only when it lets the tier fill")
+    else:
+        if total != need:
+            raise _fail("not-canonical", "tolerance is drawn exactly up to the tier's need")
+        missing = need - base
+        for _, _, pledge_id, q, t, a in sorted(rows):
+            extra = min(t, missing)
+            missing -= extra
+            if a != q + extra:
+                raise _fail(
+                    "not-canonical",
+                    f"pledge {pledge_id.hex()}: tolerance is drawn in fill order "
+                    "(highest max price, then earliest, then smallest id)",
+                )
     for cheaper in terms.tiers:
-        if cheaper.unit_price < price and _clears(entries, cheaper, terms.capacity, target):
+        if cheaper.unit_price >= tier.unit_price:
+            continue
+        need_there = cheaper.min_quantity if relaxed else max(cheaper.min_quantity, target)
+        if need_there <= capacity and reach >= need_there:
             raise _fail(
                 "not-cheapest-tier",
                 f"these pledges also clear the cheaper tier at {cheaper.unit_price}",
             )
-
-
-def _canonical(
-    entries: list[Entry], tier: Tier, capacity: int, target: int, total: int
-) -> list[tuple[bytes, int]] | None:
-    # A smaller-tier certificate is one whose total misses the target.
-    relaxed = total < max(tier.min_quantity, target)
-    result = clear_tier(entries, tier=tier, capacity=capacity, target=target, relaxed=relaxed)
-    if result is None or len(result) != len(entries):
-        return None
-    return sorted((e.pledge, q) for e, q in result)
-
-
-def _clears(entries: list[Entry], tier: Tier, capacity: int, target: int) -> bool:
-    need = max(tier.min_quantity, target)
-    reach = sum(e.quantity + e.tolerance for e in entries if e.max_price >= tier.unit_price)
-    if reach < need:
-        return False
-    return (
-        clear_tier(entries, tier=tier, capacity=capacity, target=target, relaxed=False) is not None
-    )
 
 
 def _admitted(charter: Envelope[Charter], invites: Iterable[Envelope[Invite]]) -> set[bytes]:

@@ -322,8 +322,15 @@ class CircleState:
 
     def _latest(self, member: bytes) -> Envelope[Pledge] | None:
         """The member's highest-sequence pledge made by the deadline (withdrawals too)."""
+        seqs = self._pledges.get(member)
+        if not seqs:
+            return None
+        # Usually the highest sequence number was made in time: no scan needed.
+        top = seqs[max(seqs)][0]
+        if top.message.created <= self._deadline:
+            return top
         best: Envelope[Pledge] | None = None
-        for seq, envs in self._pledges.get(member, {}).items():
+        for seq, envs in seqs.items():
             env = envs[0]
             if env.message.created <= self._deadline and (best is None or seq > best.message.seq):
                 best = env

@@ -1,0 +1,311 @@
+"""Circle-state benchmark (issue 3): each figure is a time ratio against a same-run baseline.
+
+Run ``python bench/circle.py`` for a table, ``--json`` for one JSON object,
+``--large N`` to change the large circle's size (default 100,000).
+
+Figures (time of the candidate / time of its baseline, lower is better):
+
+- apply one pledge to a circle with N live pledges, against the same at 100
+  live pledges: the issue asks for <= 3 (O(log n), not a rebuild). The pledge
+  applied supersedes a live one (a member raising or lowering), so the
+  circle keeps its size while it is timed; a vendor offer is present, so
+  every apply also re-derives the clearing;
+- decode 1,000 pledge envelopes with ``circles.verify_batch`` (every core)
+  and run ``verify_certificate`` on them, against verifying the same 1,000
+  signatures serially with raw PyNaCl: target <= 0.6;
+- ``verify_certificate`` on 1,000 pledges already verified on arrival,
+  against the same serial raw verify: target <= 0.05.
+
+Each figure is timed in several rounds, candidate and baseline back to back;
+the figure uses the fastest round of each, and the range of per-round ratios
+shows how noisy the machine was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+# bench/protocol.py sits next to this script and Python puts the script's
+# directory first on the import path: take it off so "import protocol" finds
+# the package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import nacl.signing  # noqa: E402
+
+from protocol import (  # noqa: E402
+    Charter,
+    CircleState,
+    Envelope,
+    Identity,
+    Offer,
+    Pledge,
+    Tier,
+    decode_unverified,
+    seal,
+    verify_certificate,
+)
+
+T0 = 1_700_000_000
+SMALL = 100
+CERT_PLEDGES = 1000
+
+
+def timed(run: Callable[[], object], operations: int) -> float:
+    """Microseconds per operation for one call of ``run``."""
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        run()
+        return (time.perf_counter() - start) * 1e6 / operations
+    finally:
+        gc.enable()
+
+
+def identities(n: int, tag: bytes) -> list[Identity]:
+    return [Identity.from_seed(hashlib.sha256(tag + b"%d" % i).digest()) for i in range(n)]
+
+
+def make_charter(target: int) -> Envelope[Charter]:
+    return seal(
+        Charter(
+            title="Bench circle",
+            unit="unit",
+            target=target,
+            currency="EUR",
+            ceiling=None,
+            deadline=T0 + 10**6,
+            place=None,
+            tags=(),
+            invite_only=False,
+            members_invite=False,
+            on_miss="expire",
+            created=T0,
+        ),
+        Identity.from_seed(b"\x07" * 32),
+    )
+
+
+def make_offer(circle: Envelope[Charter], min_q: int, capacity: int) -> Envelope[Offer]:
+    return seal(
+        Offer(
+            circle=circle.id,
+            product="bench",
+            currency="EUR",
+            list_price=5000,
+            tiers=(
+                Tier(min_quantity=min_q, unit_price=4000),
+                Tier(min_quantity=2 * min_q, unit_price=3500),
+                Tier(min_quantity=4 * min_q, unit_price=3000),
+            ),
+            capacity=capacity,
+            valid_until=T0 + 10**6,
+            terms="",
+            loyalty=(),
+            in_reply_to=None,
+            created=T0,
+        ),
+        Identity.from_seed(b"\x08" * 32),
+    )
+
+
+def make_pledge(circle: Envelope[Charter], who: Identity, seq: int, i: int) -> Envelope[Pledge]:
+    return seal(
+        Pledge(
+            circle=circle.id,
+            seq=seq,
+            quantity=1 + i % 3,
+            max_price=3000 + 50 * (i % 25),
+            currency="EUR",
+            tolerance=i % 2,
+            created=T0 + 1 + (i * 7919) % 5000,
+        ),
+        who,
+    )
+
+
+def apply_setup(n: int, ops: int, rounds: int) -> tuple[CircleState, list[list[Envelope[Pledge]]]]:
+    """A circle with ``n`` live pledges and, per round, ``ops`` superseding pledges."""
+    circle = make_charter(target=n)
+    members = identities(n, b"member")
+    # Demand is about 2n units: the capacity cut and the tiers are both exercised.
+    state = CircleState(circle, now=T0 + 10)
+    state.apply(make_offer(circle, max(1, n // 2), capacity=n + n // 2), T0 + 10)
+    for i, who in enumerate(members):
+        state.apply(make_pledge(circle, who, 1, i), T0 + 10)
+    batches = []
+    for r in range(rounds):
+        batch = []
+        for k in range(ops):
+            i = (r * ops + k) % n
+            batch.append(make_pledge(circle, members[i], 2 + (r * ops + k) // n, i + r + 1))
+        batches.append(batch)
+    return state, batches
+
+
+def apply_all(state: CircleState, batch: list[Envelope[Pledge]]) -> None:
+    apply = state.apply
+    for env in batch:
+        apply(env, T0 + 10)
+
+
+def figure(
+    name: str,
+    baseline: str,
+    pairs: list[tuple[float, float]],
+    target: float,
+) -> dict[str, Any]:
+    candidate = min(c for c, _ in pairs)
+    base = min(b for _, b in pairs)
+    ratios = [c / b for c, b in pairs]
+    return {
+        "name": name,
+        "baseline": baseline,
+        "micros": round(candidate, 3),
+        "baseline_micros": round(base, 3),
+        "ratio": round(candidate / base, 4),
+        "ratio_low": round(min(ratios), 4),
+        "ratio_high": round(max(ratios), 4),
+        "target": target,
+        "passed": candidate / base <= target,
+    }
+
+
+def measure_apply(large: int, rounds: int) -> dict[str, Any]:
+    ops = 1000
+    small_state, small_batches = apply_setup(SMALL, ops, rounds)
+    large_state, large_batches = apply_setup(large, ops, rounds)
+    pairs = []
+    for r in range(rounds):
+        b = timed(lambda r=r: apply_all(small_state, small_batches[r]), ops)  # type: ignore[misc]
+        c = timed(lambda r=r: apply_all(large_state, large_batches[r]), ops)  # type: ignore[misc]
+        pairs.append((c, b))
+    return figure(
+        f"apply one pledge, {large:,} live", f"apply one pledge, {SMALL} live", pairs, 3.0
+    )
+
+
+def measure_certificate(rounds: int) -> list[dict[str, Any]]:
+    try:
+        from circles import verify_batch
+    except ImportError:  # pragma: no cover - depends on the circles package's progress
+        verify_batch = None
+    circle = make_charter(target=CERT_PLEDGES)
+    members = identities(CERT_PLEDGES, b"cert")
+    offer = make_offer(circle, CERT_PLEDGES, capacity=10 * CERT_PLEDGES)
+    pledges = [
+        seal(
+            Pledge(
+                circle=circle.id,
+                seq=1,
+                quantity=2,
+                max_price=4000,
+                currency="EUR",
+                tolerance=0,
+                created=T0 + 1 + i,
+            ),
+            who,
+        )
+        for i, who in enumerate(members)
+    ]
+    state = CircleState.from_envelopes(circle, [offer, *pledges], now=T0 + 5000)
+    certificate = seal(state.certificate(), members[0])
+    assert len(certificate.message.allocations) == CERT_PLEDGES
+    datas = [bytes(bytearray(p.data)) for p in pledges]
+    raw = [(u.signer, u.signed_payload(), u.signature) for u in map(decode_unverified, datas)]
+
+    def raw_serial(items: list[tuple[bytes, bytes, bytes]] = raw) -> None:
+        for key, payload, signature in items:
+            nacl.signing.VerifyKey(key).verify(payload, signature)
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+    def raw_parallel() -> None:
+        # The hardware's bound for "from bytes": raw verify split over every core.
+        share = (len(raw) + cores - 1) // cores
+        workers = [
+            threading.Thread(target=raw_serial, args=(raw[k * share : (k + 1) * share],))
+            for k in range(1, cores)
+        ]
+        for worker in workers:
+            worker.start()
+        raw_serial(raw[:share])
+        for worker in workers:
+            worker.join()
+
+    def already_verified() -> None:
+        verify_certificate(certificate, charter=circle, offer=offer, pledges=pledges)
+
+    def from_bytes() -> None:
+        assert verify_batch is not None
+        envelopes = verify_batch(datas, workers=None)
+        verify_certificate(
+            certificate,
+            charter=circle,
+            offer=offer,
+            pledges=envelopes,  # type: ignore[arg-type]
+        )
+
+    out = []
+    verified = []
+    fresh = []
+    hardware = []
+    for _ in range(rounds):
+        base = timed(raw_serial, CERT_PLEDGES)
+        verified.append((timed(already_verified, CERT_PLEDGES), base))
+        hardware.append((timed(raw_parallel, CERT_PLEDGES), base))
+        if verify_batch is not None:
+            fresh.append((timed(from_bytes, CERT_PLEDGES), base))
+    name = f"verify_certificate, {CERT_PLEDGES} pledges"
+    baseline = f"raw PyNaCl verify of {CERT_PLEDGES}, serial"
+    if fresh:
+        out.append(figure(name + " from bytes (verify_batch)", baseline, fresh, 0.6))
+    else:
+        out.append({"name": name + " from bytes", "pending": "circles.verify_batch missing"})
+    out.append(figure(name + ", already verified", baseline, verified, 0.05))
+    context = figure(f"context: raw verify on {cores} threads", baseline, hardware, 1.0)
+    context["target"] = None
+    context["passed"] = True
+    out.append(context)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--large", type=int, default=100_000, help="live pledges, large circle")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per figure")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    figures = [measure_apply(args.large, args.rounds), *measure_certificate(args.rounds)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if args.json:
+        print(json.dumps({"cores": cores, "figures": figures}))
+    else:
+        print(f"circle benchmark ({cores} cores; ratio = candidate time / baseline time)")
+        for f in figures:
+            if "pending" in f:
+                print(f"  {f['name']:<58} pending: {f['pending']}")
+                continue
+            verdict = "ok" if f["passed"] else "MISSED"
+            if f["target"] is None:
+                verdict = "(context: what the hardware allows)"
+            print(
+                f"  {f['name']:<58} {f['ratio']:7.3f}  (target <= {f['target']}, "
+                f"rounds {f['ratio_low']:.3f}..{f['ratio_high']:.3f}) {verdict}\n"
+                f"      {f['micros']:10.2f} us/op vs {f['baseline']}: "
+                f"{f['baseline_micros']:.2f} us/op"
+            )
+    return 0 if all(f.get("passed", True) for f in figures) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
