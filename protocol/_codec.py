@@ -29,6 +29,9 @@ __all__ = ["MAX_ENVELOPE_SIZE", "canonical_unpack", "pack"]
 MAX_ENVELOPE_SIZE = 64 * 1024
 #: Longest array anywhere in an envelope (a certificate names at most 1,500 pledges).
 MAX_ARRAY_LEN = 2048
+# Most messages hold no longer array: a first decode allowing only these is safe
+# without checking first that the input is complete (see canonical_unpack).
+_SHORT_ARRAY_LEN = 15
 # Bytes of decoded objects (as sys.getsizeof counts them) allowed per input
 # byte, beyond a fixed allowance. The largest legitimate message, a certificate
 # of 1,500 allocations, needs about 4.4 per byte; hostile inputs made of tiny
@@ -53,6 +56,31 @@ def pack(value: Any) -> bytes:
 
 class _TooComplex(Exception):
     pass
+
+
+def _unpack(data: bytes, max_size: int, hook: Any, max_array_len: int) -> Any:
+    return msgpack.unpackb(
+        data,
+        use_list=False,
+        raw=False,
+        strict_map_key=True,
+        list_hook=hook,
+        max_str_len=max_size,
+        max_bin_len=max_size,
+        max_array_len=max_array_len,
+        max_map_len=0,
+        max_ext_len=0,
+    )
+
+
+def _check_complete(data: bytes) -> None:
+    """Raise unless ``data`` holds one msgpack value with all its items, and no more."""
+    size = len(data)
+    unpacker = msgpack.Unpacker(max_buffer_size=size, read_size=size)
+    unpacker.feed(data)
+    unpacker.skip()  # walks the structure without building any object
+    if unpacker.tell() != size:
+        raise msgpack.ExtraData(None, data[unpacker.tell() :])
 
 
 def canonical_unpack(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Any:
@@ -92,18 +120,18 @@ def canonical_unpack(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Any:
     else:
         hook = None
     try:
-        value = msgpack.unpackb(
-            data,
-            use_list=False,
-            raw=False,
-            strict_map_key=True,
-            list_hook=hook,
-            max_str_len=max_size,
-            max_bin_len=max_size,
-            max_array_len=MAX_ARRAY_LEN,
-            max_map_len=0,
-            max_ext_len=0,
-        )
+        try:
+            value = _unpack(data, max_size, hook, _SHORT_ARRAY_LEN)
+        except ValueError as exc:
+            if "max_array_len" not in str(exc):
+                raise
+            # An array longer than 15. msgpack reserves an array's declared
+            # length before it reads the items, so 1,000 nested truncated
+            # headers of 2,048 items (3 KiB) would make it reserve 16 MiB: first
+            # check, building nothing, that every item declared is present, and
+            # only then decode with the full limits.
+            _check_complete(data)
+            value = _unpack(data, max_size, hook, MAX_ARRAY_LEN)
     except msgpack.ExtraData:
         raise MalformedEncoding(
             "bytes follow the envelope's value: refuse trailing data", reason="trailing-bytes"

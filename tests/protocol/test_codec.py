@@ -533,6 +533,27 @@ def test_hostile_values_stay_within_a_few_times_their_size(shape: str) -> None:
     assert _peak_decode_memory(data) < 10 * len(data)
 
 
+@pytest.mark.parametrize("depth", [1, 100, 1000, 2000])
+@pytest.mark.parametrize("header", [b"\xdc\x08\x00", b"\xdd\x00\x00\x08\x00"])
+def test_truncated_long_arrays_reserve_nothing(header: bytes, depth: int) -> None:
+    # msgpack reserves an array's declared length before reading its items:
+    # unchecked, 1,000 nested headers of 2,048 items (3 KiB) reserve 16 MiB.
+    data = header * depth
+    with pytest.raises(protocol.MalformedEncoding) as info:
+        canonical_unpack(data)
+    assert info.value.reason == "malformed"
+    # What remains is the fixed cost of checking the input (about 45 KiB).
+    assert _peak_decode_memory(data) < 64 * 1024 + 4 * len(data)
+
+
+def test_long_arrays_with_trailing_bytes_are_trailing_bytes() -> None:
+    data = pack(list(range(100)))
+    assert canonical_unpack(data) == tuple(range(100))
+    with pytest.raises(protocol.MalformedEncoding) as info:
+        canonical_unpack(data + b"\x00")
+    assert info.value.reason == "trailing-bytes"
+
+
 def test_the_largest_certificate_is_not_too_complex() -> None:
     allocations = [[i.to_bytes(32, "big"), 1] for i in range(1500)]
     body = [CIRCLE, CIRCLE, 100, "EUR", 1500, allocations, 1_700_000_000]
