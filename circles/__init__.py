@@ -18,6 +18,17 @@ from ._node_events import Refused as Refused
 from ._store import Store as Store
 from ._store import StoredEnvelope as StoredEnvelope
 from ._store import StoreError as StoreError
+from ._strategies import Action as Action
+from ._strategies import Move as Move
+from ._strategies import Negotiator as Negotiator
+from ._strategies import RelativeTitForTat as RelativeTitForTat
+from ._strategies import SessionView as SessionView
+from ._strategies import SimulationOutcome as SimulationOutcome
+from ._strategies import Strategy as Strategy
+from ._strategies import StrategyError as StrategyError
+from ._strategies import TakeItOrLeaveIt as TakeItOrLeaveIt
+from ._strategies import TimeDependent as TimeDependent
+from ._strategies import simulate as simulate
 from ._transport import RequestFailed as RequestFailed
 from ._transport import Transport as Transport
 from ._transport import TransportError as TransportError
@@ -27,6 +38,7 @@ from ._verify import SeenCacheStatistics as SeenCacheStatistics
 from ._verify import verify_batch as verify_batch
 
 __all__ = [
+    "Action",
     "CircleDiscovered",
     "CirclesError",
     "CircleUpdated",
@@ -35,18 +47,28 @@ __all__ = [
     "KeyFileError",
     "load_identity",
     "MemoryNetwork",
+    "Move",
+    "Negotiator",
     "Node",
     "NodeError",
     "NodeEvent",
     "open_libp2p_transport",
     "Refused",
+    "RelativeTitForTat",
     "RequestFailed",
     "save_identity",
     "SeenCache",
     "SeenCacheStatistics",
+    "SessionView",
+    "simulate",
+    "SimulationOutcome",
     "Store",
     "StoredEnvelope",
     "StoreError",
+    "Strategy",
+    "StrategyError",
+    "TakeItOrLeaveIt",
+    "TimeDependent",
     "Transport",
     "TransportError",
     "TransportFactory",

@@ -229,6 +229,11 @@ class Negotiation:
         return tuple(self._transcript)
 
     @property
+    def last_id(self) -> bytes:
+        """Id of the last move (the request at first): what the next move answers."""
+        return self._last_id
+
+    @property
     def is_over(self) -> bool:
         """True once the negotiation has reached a final state."""
         return self.state not in _OPEN
