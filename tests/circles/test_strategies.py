@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import pathlib
 import random
+import re
 
 import pytest
 from hypothesis import given
@@ -16,6 +18,7 @@ from circles import (
     Negotiator,
     RelativeTitForTat,
     SessionView,
+    SimulationOutcome,
     Strategy,
     StrategyError,
     TakeItOrLeaveIt,
@@ -259,3 +262,18 @@ def test_a_circle_negotiator_never_signs_outside_its_mandate() -> None:
         greedy.act(120)
     assert info.value.reason == "outside-mandate"
     assert len(session.transcript) == 2
+
+
+def test_the_documented_strategy_works() -> None:
+    # docs/haggling.md promises a 20-line strategy that plays: run its code blocks.
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "haggling.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    strategy_code, usage = blocks[1], blocks[2]
+    assert len(strategy_code.strip().splitlines()) <= 22
+    namespace: dict[str, object] = {}
+    exec(strategy_code, namespace)
+    exec(usage.replace("print(", "str("), namespace)
+    outcome = namespace["outcome"]
+    assert isinstance(outcome, SimulationOutcome)
+    assert isinstance(outcome.result, Agreement)
+    assert 600 <= outcome.result.unit_price <= 1000
