@@ -9,7 +9,8 @@ a new kind cannot silently escape every property test.
 
 Use :func:`messages` for a message of any kind (or of named kinds),
 :func:`message_of` for one kind, :func:`identities` for keys and
-:func:`envelopes` for sealed envelopes.
+:func:`envelopes` for sealed envelopes, and :func:`fixed_sample` for a
+reproducible list of values to loop over.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import protocol
@@ -41,6 +43,8 @@ __all__ = [
     "KIND_STRATEGIES",
     "envelopes",
     "field_values",
+    "fixed_envelopes",
+    "fixed_sample",
     "fields_of",
     "identities",
     "message_of",
@@ -294,3 +298,29 @@ def envelopes(
         messages() if message is None else message,
         identities() if identity is None else identity,
     )
+
+
+def fixed_sample(strategy: st.SearchStrategy[T], count: int) -> list[T]:
+    """``count`` draws from ``strategy``, the same on every run (derandomized).
+
+    For tests that loop over many values quickly; call it from a plain test,
+    not from inside another ``@given`` test.
+    """
+    drawn: list[T] = []
+
+    @settings(max_examples=count, derandomize=True, database=None)
+    @given(value=strategy)
+    def collect(value: T) -> None:
+        drawn.append(value)
+
+    collect()
+    return drawn
+
+
+def fixed_envelopes(per_kind: int) -> list[Envelope[Message]]:
+    """``per_kind`` envelopes of every kind, the same on every run."""
+    return [
+        envelope
+        for kind in sorted(KIND_STRATEGIES)
+        for envelope in fixed_sample(envelopes(message_of(kind)), per_kind)
+    ]
