@@ -56,7 +56,7 @@ __all__ = [
 class NegotiationError(ProtocolError):
     """A move the negotiation refuses; ``reason`` says which rule it broke.
 
-    Reasons: "not-a-party", "out-of-turn", "wrong-kind", "session-over",
+    Reasons: "duplicate", "not-a-party", "out-of-turn", "wrong-kind", "session-over",
     "wrong-session", "not-in-reply", "lapsed", "no-tier",
     "round-limit", "mismatch", "outside-mandate", "below-target", "bad-mandate".
     """
@@ -212,6 +212,7 @@ class Negotiation:
         self.result: Agreement | Ended | None = None
         self._transcript: list[bytes] = [rfq]
         self._last_id = request.id
+        self._seen = {request.id}
 
     @property
     def session(self) -> bytes:
@@ -292,6 +293,9 @@ class Negotiation:
         negotiation expired.
         """
         envelope = decode(data)
+        if envelope.id in self._seen:
+            # Gossip delivers copies: say so, so callers can drop them quietly.
+            raise _error("duplicate", "this move was already applied")
         self.handle_timer(now)
         if self.is_over:
             raise _error(
@@ -311,6 +315,7 @@ class Negotiation:
             raise _error("wrong-session", "the move names another circle")
         self._check(message, party, now)
         self._transcript.append(data)
+        self._seen.add(envelope.id)
         if isinstance(message, WalkAway | Reject):
             return self._end(after, party, message.reason, now)
         self._last_id = envelope.id

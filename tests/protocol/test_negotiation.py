@@ -77,6 +77,14 @@ def test_alternating_offers_reach_an_agreement() -> None:
     refuses(s, move(s, V, "counter", 900, T0 + 50), T0 + 50, "session-over")
 
 
+def test_a_copy_of_an_applied_move_is_a_duplicate() -> None:
+    s = session()
+    first = move(s, V, "offer", 1000, T0 + 1)
+    s.receive(first, T0 + 1)
+    refuses(s, first, T0 + 2, "duplicate")
+    refuses(s, s.transcript[0], T0 + 2, "duplicate")
+
+
 def test_only_the_two_parties_may_move() -> None:
     s = session()
     refuses(s, offer(s.session, 1000, now=T0 + 1, signer=STRANGER), T0 + 1, "not-a-party")
