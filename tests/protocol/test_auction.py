@@ -6,19 +6,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocol import Accept as AcceptMessage
 from protocol import (
+    Agreement,
     AuctionError,
     Identity,
     Mandate,
+    Negotiation,
+    NegotiationState,
     ReverseAuction,
     Tier,
     envelope_id,
     rank_offers,
+    seal,
     vendor_reputation,
     verify_deal,
 )
 
-from .test_negotiation_helpers import T0, closed_deal, members, offer, receipt, rfq
+from .test_negotiation_helpers import NEGOTIATOR, T0, closed_deal, members, offer, receipt, rfq
 
 VENDORS = members(5, 20)
 REQUEST = rfq()
@@ -132,3 +137,29 @@ def test_the_collector_closes_at_respond_by() -> None:
     result = auction.result(T0 + 100)
     assert result.winner is not None and result.winner.vendor == VENDORS[0].public_key
     assert auction.offers == (quote(VENDORS[0], (1, 900)),)
+
+
+def test_the_winners_session_goes_on_after_the_auction() -> None:
+    # One negotiation per answering vendor; the winner's continues after respond_by.
+    offers = {v.public_key: quote(v, (1, 900 - 10 * i)) for i, v in enumerate(VENDORS[:3])}
+    sessions = {key: Negotiation(REQUEST, vendor=key, mandate=DEMAND) for key in offers}
+    for key, data in offers.items():
+        sessions[key].receive(data, T0 + 10)
+    result = rank_offers(REQUEST, offers.values(), mandate=DEMAND)
+    assert result.winner is not None
+    for session in sessions.values():
+        session.handle_timer(T0 + 100)
+        assert session.state is NegotiationState.CIRCLE_TO_MOVE
+    chosen = sessions[result.winner.vendor]
+    standing = chosen.standing
+    assert standing is not None and standing.unit_price == result.winner.clearing_price == 880
+    accept = AcceptMessage(
+        circle=chosen.request.message.circle,
+        accepted=standing.id,
+        unit_price=880,
+        quantity=chosen.request.message.quantity,
+        currency="EUR",
+        created=T0 + 101,
+    )
+    done = chosen.receive(seal(accept, NEGOTIATOR).data, T0 + 101)
+    assert isinstance(done, Agreement) and done.vendor == result.winner.vendor
