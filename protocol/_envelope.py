@@ -130,7 +130,16 @@ def seal(message: M, identity: Identity) -> Envelope[M]:
         )
     kind = message.kind
     body = to_wire(message)
-    signed = pack([DOMAIN, VERSION, kind, body])
+    try:
+        signed = pack([DOMAIN, VERSION, kind, body])
+    except UnicodeEncodeError:
+        # Short text skips the UTF-8 check when a message is built (decoded
+        # text is always valid): a lone surrogate only shows here.
+        raise InvalidField(
+            f"the {kind} holds text with a lone surrogate, which UTF-8 cannot encode",
+            reason="wrong-type",
+            field=kind,
+        ) from None
     signature = identity.sign(signed)
     # The envelope shares the signed bytes' kind and body: splice, do not re-encode.
     data = b"".join(

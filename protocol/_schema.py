@@ -135,9 +135,18 @@ class Text:
             return value
         if len(value) < self.min_chars:
             raise _out_of_range(path, f"must have at least {self.min_chars} characters")
-        # A str holds at most 4 UTF-8 bytes per character: skip the encode for short text.
-        if len(value) * 4 > self.max_bytes and len(value.encode("utf-8")) > self.max_bytes:
-            raise _out_of_range(path, f"must be at most {self.max_bytes} bytes of UTF-8")
+        # A str holds at most 4 UTF-8 bytes per character: skip the encode for short ASCII.
+        if len(value) * 4 > self.max_bytes or not value.isascii():
+            try:
+                size = len(value.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise InvalidField(
+                    f"{path} must be Unicode text without lone surrogates (it cannot be UTF-8)",
+                    reason="wrong-type",
+                    field=path,
+                ) from None
+            if size > self.max_bytes:
+                raise _out_of_range(path, f"must be at most {self.max_bytes} bytes of UTF-8")
         if self.pattern is not None and self.pattern.fullmatch(value) is None:
             raise _out_of_range(path, f"must match {self.pattern_text}; got {value!r}")
         return value

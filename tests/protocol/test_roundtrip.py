@@ -107,3 +107,34 @@ def test_decode_as_refuses_another_kind(data: st.DataObject) -> None:
     with pytest.raises(protocol.InvalidMessage) as info:
         decode_as(envelope.data, KINDS[other])
     assert info.value.reason == "wrong-kind"
+
+
+def test_text_with_a_lone_surrogate_is_refused() -> None:
+    identity = Identity.from_seed(bytes(32))
+    short = protocol.Referral(
+        circle=bytes(32), vendor=bytes(32), offer=None, note="\ud800", created=1
+    )
+    with pytest.raises(protocol.InvalidField) as info:
+        seal(short, identity)
+    assert info.value.reason == "wrong-type"
+    with pytest.raises(protocol.InvalidField) as info:
+        protocol.Referral(
+            circle=bytes(32), vendor=bytes(32), offer=None, note="\udfff" * 200, created=1
+        )
+    assert info.value.field == "referral.note"
+
+
+@given(
+    text=st.text(alphabet=st.characters(exclude_categories=()), max_size=200),
+    identity=identities(),
+)
+def test_any_python_text_either_round_trips_or_is_refused(text: str, identity: Identity) -> None:
+    try:
+        message = protocol.Referral(
+            circle=bytes(32), vendor=bytes(32), offer=None, note=text, created=1
+        )
+        envelope = seal(message, identity)
+    except protocol.InvalidField as error:
+        assert error.reason in {"wrong-type", "out-of-range"}
+        return
+    assert decode(envelope.data).message.note == text  # type: ignore[attr-defined]
