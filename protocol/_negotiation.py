@@ -205,14 +205,39 @@ class Negotiation:
             )
         self.request: Envelope[QuoteRequest] = request
         self.vendor = vendor
-        self.mandate = mandate
-        self.state = NegotiationState.AWAITING_OFFER
-        self.rounds = 0
-        self.proposals: list[Proposal] = []
-        self.result: Agreement | Ended | None = None
+        self._mandate = mandate
+        self._state = NegotiationState.AWAITING_OFFER
+        self._rounds = 0
+        self._proposals: list[Proposal] = []
+        self._result: Agreement | Ended | None = None
         self._transcript: list[bytes] = [rfq]
         self._last_id = request.id
         self._seen = {request.id}
+
+    @property
+    def state(self) -> NegotiationState:
+        """Where the negotiation is."""
+        return self._state
+
+    @property
+    def rounds(self) -> int:
+        """Counter-offers made so far."""
+        return self._rounds
+
+    @property
+    def result(self) -> Agreement | Ended | None:
+        """The agreement or the ending, once over."""
+        return self._result
+
+    @property
+    def proposals(self) -> tuple[Proposal, ...]:
+        """Every offer and counter-offer recorded, in order."""
+        return tuple(self._proposals)
+
+    @property
+    def mandate(self) -> Mandate:
+        """The circle's mandate the machine enforces (see :meth:`update_mandate`)."""
+        return self._mandate
 
     @property
     def session(self) -> bytes:
@@ -237,26 +262,26 @@ class Negotiation:
     @property
     def is_over(self) -> bool:
         """True once the negotiation has reached a final state."""
-        return self.state not in _OPEN
+        return self._state not in _OPEN
 
     @property
     def turn(self) -> Party | None:
         """Whose move it is, or None when it is over."""
-        if self.state is NegotiationState.CIRCLE_TO_MOVE:
+        if self._state is NegotiationState.CIRCLE_TO_MOVE:
             return Party.CIRCLE
-        if self.state in (NegotiationState.AWAITING_OFFER, NegotiationState.VENDOR_TO_MOVE):
+        if self._state in (NegotiationState.AWAITING_OFFER, NegotiationState.VENDOR_TO_MOVE):
             return Party.VENDOR
         return None
 
     @property
     def standing(self) -> Proposal | None:
         """The last proposal, which the side to move may accept."""
-        return self.proposals[-1] if self.proposals else None
+        return self._proposals[-1] if self._proposals else None
 
     @property
     def rounds_left(self) -> int:
         """Counter-offers still allowed."""
-        return self.request.message.max_rounds - self.rounds
+        return self.request.message.max_rounds - self._rounds
 
     def party_of(self, key: bytes) -> Party:
         """The side ``key`` moves for; raises NegotiationError for anyone else."""
@@ -268,11 +293,11 @@ class Negotiation:
 
     def update_mandate(self, mandate: Mandate) -> None:
         """Replace the mandate when the circle's live pledges change."""
-        self.mandate = mandate
+        self._mandate = mandate
 
     def get_timer(self) -> int | None:
         """When :meth:`handle_timer` must next be called, or None when over."""
-        if self.state is NegotiationState.AWAITING_OFFER:
+        if self._state is NegotiationState.AWAITING_OFFER:
             return self.request.message.respond_by
         if self.is_over:
             return None
@@ -283,7 +308,7 @@ class Negotiation:
         timer = self.get_timer()
         if timer is None or now < timer:
             return None
-        reason = "no-offer" if self.state is NegotiationState.AWAITING_OFFER else "deadline"
+        reason = "no-offer" if self._state is NegotiationState.AWAITING_OFFER else "deadline"
         return self._end(NegotiationState.EXPIRED, None, reason, now)
 
     def receive(self, data: bytes, now: int) -> Event:
@@ -298,18 +323,17 @@ class Negotiation:
             raise _error("duplicate", "this move was already applied")
         self.handle_timer(now)
         if self.is_over:
-            raise _error(
-                "session-over", f"the negotiation is over ({self.state.value}); ask for a new quote"
-            )
+            state = self._state.value
+            raise _error("session-over", f"the negotiation is over ({state}); ask for a new quote")
         party = self.party_of(envelope.signer)
         message = envelope.message
-        after = NEGOTIATION_TRANSITIONS.get((self.state, party, message.kind))
+        after = NEGOTIATION_TRANSITIONS.get((self._state, party, message.kind))
         if after is None:
             if not any(key[2] == message.kind for key in NEGOTIATION_TRANSITIONS):
                 raise _error("wrong-kind", f"a {message.kind} is not a negotiation move")
             raise _error(
                 "out-of-turn",
-                f"a {party.value} {message.kind} is not allowed now ({self.state.value})",
+                f"a {party.value} {message.kind} is not allowed now ({self._state.value})",
             )
         if getattr(message, "circle", None) != self.request.message.circle:
             raise _error("wrong-session", "the move names another circle")
@@ -319,9 +343,9 @@ class Negotiation:
         if isinstance(message, WalkAway | Reject):
             return self._end(after, party, message.reason, now)
         self._last_id = envelope.id
-        self.state = after
+        self._state = after
         if isinstance(message, Accept):
-            standing = self.proposals[-1]
+            standing = self._proposals[-1]
             agreement = Agreement(
                 circle=message.circle,
                 session=self.session,
@@ -335,10 +359,10 @@ class Negotiation:
                 by=party,
                 at=now,
             )
-            self.result = agreement
+            self._result = agreement
             return agreement
         if isinstance(message, CounterOffer):
-            self.rounds = message.round
+            self._rounds = message.round
             price, valid_until = message.unit_price, message.valid_until
         else:
             assert isinstance(message, Offer)
@@ -349,18 +373,18 @@ class Negotiation:
             party=party,
             unit_price=price,
             quantity=self.request.message.quantity,
-            round=self.rounds,
+            round=self._rounds,
             valid_until=valid_until,
             id=envelope.id,
             at=now,
         )
-        self.proposals.append(proposal)
+        self._proposals.append(proposal)
         return proposal
 
     def _end(self, state: NegotiationState, by: Party | None, reason: str, now: int) -> Ended:
-        self.state = state
+        self._state = state
         ended = Ended(state=state, by=by, reason=reason, at=now)
-        self.result = ended
+        self._result = ended
         return ended
 
     def _check(self, message: Message, party: Party, now: int) -> None:
@@ -384,8 +408,8 @@ class Negotiation:
             return
         if isinstance(message, CounterOffer):
             self._check_reply(message.in_reply_to)
-            if message.round != self.rounds + 1:
-                raise _error("mismatch", f"this counter-offer must be round {self.rounds + 1}")
+            if message.round != self._rounds + 1:
+                raise _error("mismatch", f"this counter-offer must be round {self._rounds + 1}")
             if message.round > request.max_rounds:
                 raise _error(
                     "round-limit",
@@ -398,7 +422,7 @@ class Negotiation:
                 self._check_mandate(message.unit_price, message.quantity)
             return
         assert isinstance(message, Accept)
-        standing = self.proposals[-1]
+        standing = self._proposals[-1]
         if message.accepted != standing.id:
             raise _error("not-in-reply", "an acceptance must name the standing proposal")
         if (message.unit_price, message.quantity, message.currency) != (
@@ -425,7 +449,7 @@ class Negotiation:
             raise _error("lapsed", "the proposal is already lapsed when received")
 
     def _check_mandate(self, unit_price: int, quantity: int) -> None:
-        if not self.mandate.covers(unit_price, quantity):
+        if not self._mandate.covers(unit_price, quantity):
             raise _error(
                 "outside-mandate",
                 f"the circle's live pledges do not cover {quantity} units at {unit_price}: "
