@@ -92,6 +92,7 @@ from ._reputation import Reputation as Reputation
 from ._reputation import VerifiedDeal as VerifiedDeal
 from ._reputation import vendor_reputation as vendor_reputation
 from ._reputation import verify_deal as verify_deal
+from ._reputation import verify_referral as verify_referral
 from ._reputation import wilson_lower_ppm as wilson_lower_ppm
 from ._transitions import CIRCLE_TRANSITIONS as CIRCLE_TRANSITIONS
 from ._transitions import CircleInput as CircleInput
@@ -187,5 +188,6 @@ __all__ = [
     "verify_deal",
     "verify_loyalty",
     "verify_misbehaviour",
+    "verify_referral",
     "wilson_lower_ppm",
 ]

@@ -26,7 +26,7 @@ from fractions import Fraction
 
 from ._envelope import Envelope, decode, decode_as
 from ._errors import BadSignature, InvalidMessage, ProtocolError
-from ._messages import Certificate, Deal, Pledge, Receipt
+from ._messages import Certificate, Deal, Offer, Pledge, Receipt, Referral
 
 __all__ = [
     "RelationshipError",
@@ -34,6 +34,7 @@ __all__ = [
     "VerifiedDeal",
     "vendor_reputation",
     "verify_deal",
+    "verify_referral",
     "wilson_lower_ppm",
 ]
 
@@ -42,7 +43,8 @@ class RelationshipError(ProtocolError):
     """Deal records that do not fit together; ``reason`` says how.
 
     Reasons: "deal-mismatch" (deal and certificate disagree), "not-allocated"
-    (a pledge the certificate does not count), "wrong-circle".
+    (a pledge the certificate does not count), "wrong-circle", "self-referral",
+    "offer-mismatch" (a referral and the offer it names disagree).
     """
 
     reason = "relationship-error"
@@ -241,3 +243,29 @@ def vendor_reputation(
         rating_total=sum(r.rating for r in counted),
         ignored=tuple(sorted(ignored.items())),
     )
+
+
+def verify_referral(referral: bytes, offer: bytes | None = None) -> Envelope[Referral]:
+    """Check a vendor's referral and, if given, the offer it points to; raise unless they fit.
+
+    A referral is the referrer's signed word, so it needs no trust in whoever
+    relays it; the offer, when named, must be the referred vendor's own, for
+    the same circle.
+    """
+    envelope = decode_as(referral, Referral)
+    body = envelope.message
+    if body.vendor == envelope.signer:
+        raise RelationshipError("a vendor cannot refer a circle to itself", reason="self-referral")
+    if body.offer is None:
+        if offer is not None:
+            raise RelationshipError("the referral names no offer", reason="offer-mismatch")
+        return envelope
+    if offer is None:
+        return envelope
+    named = decode_as(offer, Offer)
+    if (named.id, named.signer, named.message.circle) != (body.offer, body.vendor, body.circle):
+        raise RelationshipError(
+            "the offer is not the one the referral names, by that vendor, for that circle",
+            reason="offer-mismatch",
+        )
+    return envelope

@@ -11,17 +11,24 @@ from hypothesis import strategies as st
 
 from protocol import (
     BadSignature,
+    Referral,
     RelationshipError,
+    envelope_id,
+    seal,
     vendor_reputation,
     verify_deal,
+    verify_referral,
     wilson_lower_ppm,
 )
 
 from .test_negotiation_helpers import (
+    CIRCLE,
     STRANGER,
+    T0,
     VENDOR,
     closed_deal,
     members,
+    offer,
     pledged,
     receipt,
 )
@@ -132,3 +139,28 @@ def test_wilson_is_a_bound_that_grows_with_evidence(n: int, data: st.DataObject)
         assert wilson_lower_ppm(s + 1, n) >= low
     # The same share on more trials is a tighter, so higher, bound.
     assert wilson_lower_ppm(2 * s, 2 * n) >= low
+
+
+def test_a_referral_points_to_the_other_vendors_own_offer() -> None:
+    competitor = members(1, 30)[0]
+    their_offer = offer(None, 800, now=T0, signer=competitor)
+
+    def referral(vendor: bytes, offer_id: bytes | None) -> bytes:
+        note = "they have it cheaper"
+        body = Referral(circle=CIRCLE, vendor=vendor, offer=offer_id, note=note, created=T0)
+        return seal(body, VENDOR).data
+
+    good = referral(competitor.public_key, envelope_id(their_offer))
+    checked = verify_referral(good, their_offer)
+    assert (checked.signer, checked.message.vendor) == (VENDOR.public_key, competitor.public_key)
+    assert verify_referral(referral(competitor.public_key, None)).message.offer is None
+    cases = [
+        (referral(VENDOR.public_key, None), None, "self-referral"),
+        (referral(STRANGER.public_key, envelope_id(their_offer)), their_offer, "offer-mismatch"),
+        (referral(competitor.public_key, b"\x01" * 32), their_offer, "offer-mismatch"),
+        (referral(competitor.public_key, None), their_offer, "offer-mismatch"),
+    ]
+    for data, named, reason in cases:
+        with pytest.raises(RelationshipError) as info:
+            verify_referral(data, named)
+        assert info.value.reason == reason
