@@ -385,7 +385,8 @@ def simulate(
     """Play ``vendor`` against ``circle`` in virtual time; the same seed gives the same bytes.
 
     The circle asks for its mandate's target; each move comes 1..``max_step``
-    seconds after the last (drawn from the seed).
+    seconds after the last (drawn from the seed). A strategy that moves beyond
+    its reservation or the mandate stops the simulation with StrategyError.
     """
     rng = random.Random(seed)
     negotiator, seller = _identity(seed, "circle"), _identity(seed, "vendor")

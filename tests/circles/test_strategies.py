@@ -277,3 +277,25 @@ def test_the_documented_strategy_works() -> None:
     assert isinstance(outcome, SimulationOutcome)
     assert isinstance(outcome.result, Agreement)
     assert 600 <= outcome.result.unit_price <= 1000
+
+
+class Leaver:
+    """Walks away at its first move."""
+
+    reservation = 1
+
+    def move(self, view: SessionView, now: int) -> Move:
+        return Move.walk_away("found a better circle")
+
+
+def test_a_strategy_may_walk_away() -> None:
+    outcome = simulate(
+        TimeDependent(reservation=500, initial=900), Leaver(), seed=5, mandate=mandate(1000)
+    )
+    assert isinstance(outcome.result, Ended)
+    assert outcome.result.state is protocol.NegotiationState.WALKED_AWAY
+    assert (outcome.result.by, outcome.result.reason) == (
+        protocol.Party.CIRCLE,
+        "found a better circle",
+    )
+    assert len(outcome.transcript) == 3
