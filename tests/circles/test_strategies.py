@@ -98,7 +98,22 @@ def test_no_agreement_outside_either_reservation_and_always_ends(
             assert price <= circle.reservation
 
 
-def test_the_same_seed_gives_the_same_transcript() -> None:
+@given(
+    vendor=strategy(vendor=True),
+    circle=strategy(vendor=False),
+    seed=st.integers(0, 2**32),
+    max_rounds=st.integers(1, 30),
+)
+def test_the_same_seed_and_strategies_give_the_same_transcript(
+    vendor: Strategy, circle: Strategy, seed: int, max_rounds: int
+) -> None:
+    pledges = mandate(circle.reservation)
+    first = simulate(vendor, circle, seed=seed, mandate=pledges, max_rounds=max_rounds)
+    again = simulate(vendor, circle, seed=seed, mandate=pledges, max_rounds=max_rounds)
+    assert first == again
+
+
+def test_another_seed_gives_another_transcript() -> None:
     def run(seed: int) -> tuple[bytes, ...]:
         return simulate(
             RelativeTitForTat(reservation=700, initial=1400),
