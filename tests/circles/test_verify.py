@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import protocol
+from circles import _verify
 from circles._verify import SeenCache, verify_batch
-from protocol import Identity, Pledge, ProtocolError, decode, seal
+from protocol import (
+    Identity,
+    InvalidField,
+    Message,
+    Pledge,
+    ProtocolError,
+    decode,
+    decode_unverified,
+    seal,
+)
+from protocol._codec import pack as protocol_pack
+from protocol._schema import from_wire, to_wire
+from tests.protocol import strategies
 
 SIGNERS = [Identity.from_seed(bytes([n]) * 32) for n in range(1, 6)]
 
@@ -226,3 +242,79 @@ def test_batch_fills_and_uses_the_cache() -> None:
 def test_cache_bad_bounds_are_refused(kwargs: dict[str, int], word: str) -> None:
     with pytest.raises(ValueError, match=word):
         SeenCache(**kwargs)
+
+
+# The fast paths of this batch (and of protocol's decoding) build the same
+# objects as the slow, obvious code they replace; these tests hold them to it.
+
+
+def test_envelopes_are_built_with_every_field() -> None:
+    assert tuple(f.name for f in dataclasses.fields(protocol.Envelope)) == _verify._ENVELOPE_FIELDS
+    for data, envelope in zip(VALID, verify_batch(VALID, workers=2), strict=True):
+        assert isinstance(envelope, protocol.Envelope)
+        slow = decode(data)
+        for name in _verify._ENVELOPE_FIELDS:
+            assert getattr(envelope, name) == getattr(slow, name)
+        assert envelope == slow
+        assert hash(envelope.message) == hash(slow.message)
+
+
+@settings(max_examples=60, deadline=None)
+@given(strategies.envelopes())
+def test_workers_check_the_bytes_decode_checks(envelope: protocol.Envelope[Message]) -> None:
+    data = envelope.data
+    unverified = decode_unverified(data)
+    assert _verify._SIGNED_PREFIX + data[2 : -_verify._TAIL] == unverified.signed_payload()
+    assert data[-98:-66] == unverified.signer
+    assert data[-64:] == unverified.signature
+    forged = forge_signature(data)
+    got = verify_batch([data, forged] * 9, workers=2)
+    assert got[::2] == [envelope] * 9
+    assert all(same_answer(r, serial(forged)) for r in got[1::2])
+
+
+def slow_from_wire(cls: type[Any], obj: Any) -> Any:
+    """What protocol's from_wire did before it was generated per class."""
+    names = cls._names
+    if type(obj) is not tuple or len(obj) != len(names):
+        raise InvalidField("shape", reason="wrong-type", field=cls._label)
+    kwargs = dict(zip(names, obj, strict=True))
+    for name, convert, path in cls._converters:
+        kwargs[name] = convert(kwargs[name], path)
+    return cls(**kwargs)
+
+
+def outcome(build: Any) -> object:
+    try:
+        return ("built", build())
+    except InvalidField as error:
+        return ("refused", type(error), error.reason, error.field, str(error))
+
+
+JUNK = [None, True, False, 0, -1, 1, 2**40 + 1, 10**16, "", "EUR", "x" * 300, b"", b"\x00" * 32]
+
+
+@settings(max_examples=300, deadline=None)
+@given(strategies.messages(), st.data())
+def test_generated_from_wire_agrees_with_the_generic_path(message: Message, data: Any) -> None:
+    cls = type(message)
+    body = list(msgpack.unpackb(protocol_pack(to_wire(message)), use_list=False))
+    position = data.draw(st.integers(-1, len(body) - 1), label="field changed (-1: none)")
+    if position >= 0:
+        body[position] = data.draw(st.sampled_from([*JUNK, ()]), label="new value")
+    obj = tuple(body)
+    fast = outcome(lambda: from_wire(cls, obj))
+    slow = outcome(lambda: slow_from_wire(cls, obj))
+    # Built equal, or refused with the same error, reason, field and words.
+    assert fast == slow
+    if fast[0] == "built":
+        assert type(fast[1]) is cls
+    if position < 0:
+        assert fast == ("built", message)
+
+
+def test_from_wire_refuses_a_wrong_shape_with_the_label() -> None:
+    with pytest.raises(InvalidField, match="pledge must be an array of exactly 7 fields"):
+        from_wire(Pledge, (1, 2))
+    with pytest.raises(InvalidField, match="body must be an array"):
+        from_wire(Pledge, [1] * 7, "body")
