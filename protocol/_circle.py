@@ -103,6 +103,8 @@ class CircleState:
         self._certificates: dict[bytes, Envelope[Certificate]] = {}
         self._deals: dict[bytes, Envelope[Deal]] = {}
         self._named: set[bytes] = set()
+        # Whether a deal's validity may have changed since the deals were last checked.
+        self._deals_dirty = False
         self._proofs: dict[bytes, Misbehaviour] = {}
         self._live: dict[bytes, Envelope[Pledge]] = {}
         self._book = DemandBook()
@@ -182,14 +184,17 @@ class CircleState:
                 events.append(self._refuse(env, "wrong-currency", self._currency_detail()))
                 return Input.IGNORED
             self._offers[env.id] = env  # type: ignore[assignment]
+            self._deals_dirty = True
             events.append(OfferReceived(offer=env.id, vendor=env.signer))
             return Input.OFFER
         if isinstance(message, Certificate):
             self._certificates[env.id] = env  # type: ignore[assignment]
             self._named.update(a.pledge for a in message.allocations)
+            self._deals_dirty = True
             return Input.CERTIFICATE
         if isinstance(message, Deal):
             self._deals[env.id] = env  # type: ignore[assignment]
+            self._deals_dirty = True
             return Input.DEAL
         if isinstance(message, Extension):
             return self._apply_extension(env, events)  # type: ignore[arg-type]
@@ -211,10 +216,13 @@ class CircleState:
             return Input.IGNORED
         member = env.signer
         self._by_id[env.id] = env
+        if env.id in self._named:
+            self._deals_dirty = True
         at_seq = self._pledges.setdefault(member, {}).setdefault(p.seq, [])
         at_seq.append(env)
         at_seq.sort(key=lambda e: e.id)
         if len(at_seq) > 1:
+            self._deals_dirty = True
             self._record_proof(member, events)
             self._refresh(member, events)
             return Input.EQUIVOCATION
@@ -252,6 +260,7 @@ class CircleState:
             if invitee in admitted:
                 continue
             admitted[invitee] = inv.id
+            self._deals_dirty = True
             events.append(MemberAdmitted(member=invitee, invite=inv.id))
             self._refresh(invitee, events)
             if self._may_invite(invitee):
@@ -270,6 +279,7 @@ class CircleState:
             )
             return Input.IGNORED
         self._extensions[env.id] = env
+        self._deals_dirty = True
         founder = self._charter.signer
         if len(self._extensions) > 1:
             self._record_proof(founder, events)
@@ -471,7 +481,8 @@ class CircleState:
                 )
 
     def _settle(self, events: list[CircleEvent], kind: Input) -> list[CircleEvent]:
-        if self._deals and kind is not Input.TIME:
+        if self._deals_dirty:
+            self._deals_dirty = False
             deal = self._closing_deal()
             if deal is not None and deal is not self._deal:
                 self._deal = deal

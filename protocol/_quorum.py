@@ -5,8 +5,9 @@ very large index space whose order *is* the fill priority: higher max price
 first, then earlier ``created``, then smaller pledge id. The position is the
 integer ``(MAX_MONEY - max_price) << 41 | created`` (plus one, Fenwick trees
 count from 1); pledges that share a position (same price, same second) form a
-small group kept sorted by id. Two sparse Fenwick trees (dicts) over that
-space hold the quantities and the tolerances, so adding or removing a pledge,
+small group kept sorted by id. One sparse Fenwick tree (a dict) over that
+space holds the quantities and the tolerances, packed in one integer per
+node, so adding or removing a pledge,
 the demand at a price, and "the longest priority prefix that fits a
 capacity" each cost a number of steps bounded by the key width (91 bits),
 whatever the number of pledges: a new pledge never rebuilds anything.
@@ -37,6 +38,9 @@ __all__ = ["Clearing", "DemandBook", "Entry", "clear_tier", "priority_key"]
 _TIME_BITS = MAX_TIME.bit_length()  # 41: MAX_TIME is 2**40
 _KEY_BITS = (MAX_MONEY.bit_length()) + _TIME_BITS
 _SIZE = 1 << _KEY_BITS
+# Tolerances sum to at most MAX_QUANTITY per pledge: 64 bits hold any book's total.
+_HALF = 64
+_MASK = (1 << _HALF) - 1
 
 
 def priority_key(max_price: int, created: int) -> int:
@@ -84,11 +88,12 @@ class Clearing:
 class DemandBook:
     """Counted pledges in fill-priority order, with O(key width) updates and queries."""
 
-    __slots__ = ("_count", "_groups", "_qty", "_tol", "_total")
+    __slots__ = ("_count", "_groups", "_total", "_tree")
 
     def __init__(self) -> None:
-        self._qty: dict[int, int] = {}
-        self._tol: dict[int, int] = {}
+        # Each node holds quantity << _HALF | tolerance: one dict operation updates
+        # both sums (neither field of a sum of non-negative entries ever goes negative).
+        self._tree: dict[int, int] = {}
         # position -> [(pledge id, quantity, tolerance)], sorted by id
         self._groups: dict[int, list[tuple[bytes, int, int]]] = {}
         self._count = 0
@@ -103,10 +108,10 @@ class DemandBook:
         return self._total
 
     def _update(self, pos: int, quantity: int, tolerance: int) -> None:
-        qty, tol = self._qty, self._tol
+        tree = self._tree
+        delta = (quantity << _HALF) + tolerance
         while pos <= _SIZE:
-            qty[pos] = qty.get(pos, 0) + quantity
-            tol[pos] = tol.get(pos, 0) + tolerance
+            tree[pos] = tree.get(pos, 0) + delta
             pos += pos & -pos
 
     def add(self, entry: Entry) -> None:
@@ -133,13 +138,12 @@ class DemandBook:
         self._total -= entry.quantity
 
     def _prefix(self, pos: int) -> tuple[int, int]:
-        qty, tol = self._qty, self._tol
-        q = t = 0
+        tree = self._tree
+        both = 0
         while pos > 0:
-            q += qty.get(pos, 0)
-            t += tol.get(pos, 0)
+            both += tree.get(pos, 0)
             pos &= pos - 1
-        return q, t
+        return both >> _HALF, both & _MASK
 
     def demand(self, price: int) -> int:
         """Units pledged at a max price of ``price`` or more."""
@@ -156,20 +160,20 @@ class DemandBook:
         if quantity <= capacity:
             return quantity, tolerance
         # Descend the quantity tree to the last position whose prefix fits.
-        qty, tol = self._qty, self._tol
+        tree = self._tree
         pos = 0
         room = capacity
         quantity = tolerance = 0
         for bit in range(_KEY_BITS - 1, -1, -1):
             nxt = pos + (1 << bit)
-            value = qty.get(nxt)
-            if value is None:
+            both = tree.get(nxt)
+            if both is None:
                 pos = nxt
-            elif value <= room:
+            elif both >> _HALF <= room:
                 pos = nxt
-                room -= value
-                quantity += value
-                tolerance += tol[nxt]
+                room -= both >> _HALF
+                quantity += both >> _HALF
+                tolerance += both & _MASK
         # pos + 1 holds the group that crosses the capacity: take its pledges by id.
         for _, q, t in self._groups[pos + 1]:
             if q > room:

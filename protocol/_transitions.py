@@ -47,7 +47,8 @@ Input = CircleInput
 #: {(status, input): statuses that may follow}. Before the deadline a circle is
 #: FORMING or QUORUM; after it, EXPIRED, or QUORUM while it may still settle for
 #: a smaller tier; CLOSED needs a valid deal; CANCELLED means the founder signed
-#: two different extensions.
+#: two different extensions (a valid deal, once all it names has arrived, still
+#: closes a cancelled circle).
 CIRCLE_TRANSITIONS: dict[tuple[CircleStatus, Input], frozenset[CircleStatus]] = {
     # A new live pledge (or admitted member) can add demand, or push a pledge
     # past the capacity cut; it can also be the last pledge a deal names.
@@ -55,12 +56,12 @@ CIRCLE_TRANSITIONS: dict[tuple[CircleStatus, Input], frozenset[CircleStatus]] = 
     (Q, Input.PLEDGE): frozenset({F, Q, E, C}),
     (E, Input.PLEDGE): frozenset({E, Q, C}),
     (C, Input.PLEDGE): frozenset({C}),
-    (X, Input.PLEDGE): frozenset({X}),
+    (X, Input.PLEDGE): frozenset({X, C}),
     (F, Input.INVITE): frozenset({F, Q, C}),
     (Q, Input.INVITE): frozenset({F, Q, E, C}),
     (E, Input.INVITE): frozenset({E, Q, C}),
     (C, Input.INVITE): frozenset({C}),
-    (X, Input.INVITE): frozenset({X}),
+    (X, Input.INVITE): frozenset({X, C}),
     # Removing a pledge can also let a smaller one fit under the capacity.
     (F, Input.WITHDRAWAL): frozenset({F, Q}),
     (Q, Input.WITHDRAWAL): frozenset({F, Q, E}),
@@ -78,17 +79,17 @@ CIRCLE_TRANSITIONS: dict[tuple[CircleStatus, Input], frozenset[CircleStatus]] = 
     (Q, Input.OFFER): frozenset({Q, C}),
     (E, Input.OFFER): frozenset({E, Q, C}),
     (C, Input.OFFER): frozenset({C}),
-    (X, Input.OFFER): frozenset({X}),
+    (X, Input.OFFER): frozenset({X, C}),
     (F, Input.CERTIFICATE): frozenset({F, C}),
     (Q, Input.CERTIFICATE): frozenset({Q, C}),
     (E, Input.CERTIFICATE): frozenset({E, C}),
     (C, Input.CERTIFICATE): frozenset({C}),
-    (X, Input.CERTIFICATE): frozenset({X}),
+    (X, Input.CERTIFICATE): frozenset({X, C}),
     (F, Input.DEAL): frozenset({F, C}),
     (Q, Input.DEAL): frozenset({Q, C}),
     (E, Input.DEAL): frozenset({E, C}),
     (C, Input.DEAL): frozenset({C}),
-    (X, Input.DEAL): frozenset({X}),
+    (X, Input.DEAL): frozenset({X, C}),
     # A valid extension moves the deadline (and counts pledges made before the
     # new one); a second, different one cancels the circle.
     (F, Input.EXTENSION): frozenset({F, Q, C, X}),
