@@ -1,0 +1,282 @@
+"""What a circle's state shows: queries, the clearing, deal validity, certificates.
+
+Theory of operation: :class:`CircleView` reads the stores that
+:class:`~protocol._circle.CircleState` keeps up to date and derives answers
+from them; nothing here changes the state. It is split from ``_circle.py`` so
+that the rules that *change* the state stay in one file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ._certificate import InvalidCertificate, build_certificate, verify_certificate
+from ._codec import pack
+from ._envelope import Envelope
+from ._errors import ProtocolError
+from ._events import CircleStatus
+from ._messages import (
+    Certificate,
+    Charter,
+    Deal,
+    Extension,
+    Invite,
+    Misbehaviour,
+    Offer,
+    Pledge,
+)
+from ._quorum import Clearing, DemandBook, Entry, clear_tier
+
+__all__ = ["SMALLER_TIER_WINDOW", "CircleView"]
+
+#: Seconds after the deadline during which a vendor may sign a smaller-tier deal.
+SMALLER_TIER_WINDOW = 2 * 24 * 3600
+
+
+def _entry(env: Envelope[Pledge]) -> Entry:
+    p = env.message
+    return Entry(
+        pledge=env.id,
+        quantity=p.quantity,
+        max_price=p.max_price,
+        tolerance=p.tolerance,
+        created=p.created,
+    )
+
+
+class CircleView:
+    """The read side of a circle's state (the stores are kept by CircleState)."""
+
+    _charter: Envelope[Charter]
+    _rules: Charter
+    _now: int
+    _pledges: dict[bytes, dict[int, list[Envelope[Pledge]]]]
+    _by_id: dict[bytes, Envelope[Pledge]]
+    _invites: dict[bytes, list[Envelope[Invite]]]
+    _admitted: dict[bytes, bytes] | None
+    _extensions: dict[bytes, Envelope[Extension]]
+    _offers: dict[bytes, Envelope[Offer]]
+    _certificates: dict[bytes, Envelope[Certificate]]
+    _deals: dict[bytes, Envelope[Deal]]
+    _proofs: dict[bytes, Misbehaviour]
+    _live: dict[bytes, Envelope[Pledge]]
+    _book: DemandBook
+    _deadline: int
+    _deal: Envelope[Deal] | None
+    _clearing: Clearing | None
+    _status: CircleStatus
+
+    # ------------------------------------------------------ derived status
+
+    def _best(self, relaxed: bool) -> Clearing | None:
+        best: Clearing | None = None
+        for offer_id in sorted(self._offers):
+            terms = self._offers[offer_id].message
+            if terms.valid_until < self._now:
+                continue
+            found = self._book.clear(
+                offer=offer_id,
+                tiers=terms.tiers,
+                capacity=terms.capacity,
+                target=self._rules.target,
+                relaxed=relaxed,
+            )
+            if found is not None and (
+                best is None or (found.unit_price, -found.total) < (best.unit_price, -best.total)
+            ):
+                best = found
+        return best
+
+    def _deal_problem(self, env: Envelope[Deal]) -> str | None:
+        """Why a deal does not (yet) close the circle, or None when it does."""
+        deal = env.message
+        cert_env = self._certificates.get(deal.certificate)
+        if cert_env is None:
+            return "missing-certificate"
+        cert = cert_env.message
+        offer = self._offers.get(cert.offer)
+        if offer is None:
+            return "missing-offer"
+        if env.signer != offer.signer:
+            return "not-vendor"
+        if (deal.unit_price, deal.currency, deal.total) != (
+            cert.unit_price,
+            cert.currency,
+            cert.total,
+        ):
+            return "mismatch"
+        if any(a.pledge not in self._by_id for a in cert.allocations):
+            return "missing-pledge"
+        if any(self._by_id[a.pledge].signer in self._proofs for a in cert.allocations):
+            return "equivocator"
+        try:
+            verify_certificate(cert_env, **self.certificate_inputs(cert))
+        except InvalidCertificate as exc:
+            return exc.reason
+        tier_min = next(
+            t.min_quantity for t in offer.message.tiers if t.unit_price == deal.unit_price
+        )
+        if cert.total >= max(tier_min, self._rules.target):
+            return None if deal.created <= self._deadline else "late"
+        window_end = self._deadline + SMALLER_TIER_WINDOW
+        if self._deadline < deal.created <= window_end:
+            return None
+        return "smaller-tier-window"
+
+    def _closing_deal(self) -> Envelope[Deal] | None:
+        valid = [d for d in self._deals.values() if self._deal_problem(d) is None]
+        if not valid:
+            return None
+        return min(valid, key=lambda d: (d.message.unit_price, d.message.created, d.id))
+
+    # -------------------------------------------------------------- queries
+
+    @property
+    def id(self) -> bytes:
+        """The circle's id (its charter's message id)."""
+        return self._charter.id
+
+    @property
+    def charter(self) -> Envelope[Charter]:
+        """The charter envelope."""
+        return self._charter
+
+    @property
+    def status(self) -> CircleStatus:
+        """The status at the latest time handed in."""
+        return self._status
+
+    @property
+    def now(self) -> int:
+        """The latest time handed in."""
+        return self._now
+
+    @property
+    def deadline(self) -> int:
+        """The pledge deadline (moved if a valid extension exists)."""
+        return self._deadline
+
+    @property
+    def deal(self) -> Envelope[Deal] | None:
+        """The deal that closed the circle, or None."""
+        return self._deal
+
+    @property
+    def best_offer(self) -> Clearing | None:
+        """The best clearing among valid offers (lowest price, then most units), or None."""
+        return self._clearing
+
+    def demand(self, price: int) -> int:
+        """Units of live pledges whose max price is at least ``price``."""
+        return self._book.demand(price)
+
+    def demand_curve(self) -> list[tuple[int, int]]:
+        """(price, demand) at each distinct max price, dearest first."""
+        return self._book.curve()
+
+    def live_pledges(self) -> dict[bytes, Envelope[Pledge]]:
+        """Each counting member's live pledge (withdrawn members are absent)."""
+        return dict(self._live)
+
+    def members(self) -> list[bytes]:
+        """Admitted keys (invite-only) or keys with a live pledge plus the founder, sorted."""
+        if self._admitted is not None:
+            return sorted(self._admitted)
+        return sorted({self._charter.signer, *self._live})
+
+    def progress(self) -> tuple[int, int]:
+        """(units pledged by live pledges, the target)."""
+        return self._book.total, self._rules.target
+
+    def worst_case_costs(self) -> dict[bytes, int]:
+        """Each member's worst case: (quantity + tolerance) x max price, in minor units."""
+        return {
+            m: (e.message.quantity + e.message.tolerance) * e.message.max_price
+            for m, e in self._live.items()
+        }
+
+    def equivocators(self) -> dict[bytes, Misbehaviour]:
+        """Keys that equivocated in this circle, with one proof each (deterministic)."""
+        return dict(self._proofs)
+
+    def pledge(self, pledge_id: bytes) -> Envelope[Pledge] | None:
+        """A pledge envelope this circle holds, by id."""
+        return self._by_id.get(pledge_id)
+
+    def certificate(self, offer: bytes | None = None) -> Certificate:
+        """Assemble the certificate for the best clearing (or for ``offer``'s).
+
+        Every member holding the same messages gets the same body; seal it to send.
+        Raises InvalidCertificate("no-quorum") when nothing clears.
+        """
+        clearing = self._clearing
+        if offer is not None:
+            relaxed = self._status is CircleStatus.QUORUM and self._now > self._deadline
+            clearing = None
+            if offer in self._offers:
+                terms = self._offers[offer].message
+                clearing = self._book.clear(
+                    offer=offer,
+                    tiers=terms.tiers,
+                    capacity=terms.capacity,
+                    target=self._rules.target,
+                    relaxed=relaxed,
+                )
+        if clearing is None or self._status is not CircleStatus.QUORUM:
+            raise InvalidCertificate("no offer clears for this circle now", reason="no-quorum")
+        offer_env = self._offers[clearing.offer]
+        tier = next(t for t in offer_env.message.tiers if t.unit_price == clearing.unit_price)
+        entries = [_entry(e) for e in self._live.values()]
+        allocations = clear_tier(
+            entries,
+            tier=tier,
+            capacity=offer_env.message.capacity,
+            target=self._rules.target,
+            relaxed=clearing.smaller_tier,
+        )
+        if allocations is None or sum(q for _, q in allocations) != clearing.total:
+            raise ProtocolError(  # pragma: no cover - the book and the sort must agree
+                "demand book and reference clearing disagree", reason="internal"
+            )
+        return build_certificate(
+            charter=self._charter,
+            offer=offer_env,
+            unit_price=clearing.unit_price,
+            allocations=[(self._by_id[e.pledge], q) for e, q in allocations],
+        )
+
+    def certificate_inputs(self, certificate: Certificate) -> dict[str, Any]:
+        """Keyword arguments for :func:`verify_certificate` of ``certificate`` from this state."""
+        extension = None
+        if len(self._extensions) == 1:
+            extension = next(iter(self._extensions.values()))
+        return {
+            "charter": self._charter,
+            "offer": self._offers[certificate.offer],
+            "pledges": [self._by_id[a.pledge] for a in certificate.allocations],
+            "invites": [i for invites in self._invites.values() for i in invites],
+            "extension": extension,
+        }
+
+    def digest(self) -> bytes:
+        """BLAKE2b-256 of everything derived: equal digests mean equal states."""
+        clearing = self._clearing
+        summary = [
+            self._status.value,
+            self._deadline,
+            sorted([m, e.id] for m, e in self._live.items()),
+            [list(point) for point in self._book.curve()],
+            [self._book.total, len(self._book)],
+            sorted([m, p.first, p.second] for m, p in self._proofs.items()),
+            sorted(self._admitted) if self._admitted is not None else None,
+            None
+            if clearing is None
+            else [clearing.offer, clearing.unit_price, clearing.total, clearing.smaller_tier],
+            None if self._deal is None else self._deal.id,
+            sorted(self._offers),
+            sorted(self._certificates),
+            sorted(self._deals),
+            sorted(self._extensions),
+        ]
+        return hashlib.blake2b(pack(summary), digest_size=32).digest()
