@@ -402,3 +402,32 @@ def test_transition_table_covers_every_pair_and_allows_staying() -> None:
     # Nothing but an equivocation or a conflicting extension undoes a closed deal.
     undo = {k for (s, k), after in table.items() if s is CircleStatus.CLOSED and after != {s}}
     assert undo == {protocol.CircleInput.EQUIVOCATION, protocol.CircleInput.EXTENSION}
+
+
+def test_withdrawal_after_the_deal_is_reported_as_bound() -> None:
+    c = charter()
+    ps = [pledge(c, m, quantity=2, max_price=3500) for m in MEMBERS[:5]]
+    state = state_of(c, [offer(c), *ps])
+    cert = seal(state.certificate(), MEMBERS[0])
+    deal = deal_for(cert)
+    state.apply(cert, T0 + 600)
+    state.apply(deal, T0 + 600)
+    withdrawal = pledge(c, MEMBERS[2], seq=2, quantity=0, created=T0 + 700)
+    events = state.apply(withdrawal, T0 + 700)
+    assert (
+        protocol.PledgeBound(
+            member=MEMBERS[2].public_key, pledge=ps[2].id, later=withdrawal.id, deal=deal.id
+        )
+        in events
+    )
+    assert state.status is CircleStatus.CLOSED
+
+
+def test_deal_signed_after_the_deadline_does_not_close() -> None:
+    c = charter()
+    state = state_of(c, [offer(c), *[pledge(c, m, quantity=2) for m in MEMBERS[:5]]])
+    cert = seal(state.certificate(), MEMBERS[0])
+    state.apply(cert, T0 + 200)
+    state.apply(deal_for(cert, created=DEADLINE + 1), DEADLINE + 2)
+    assert state.status is CircleStatus.EXPIRED
+    assert state.deal is None
