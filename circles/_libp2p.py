@@ -542,6 +542,7 @@ class Libp2pTransport:
         from libp2p.peer.peerinfo import PeerInfo
 
         attempted: set[Any] = set()
+        first_seen: dict[Any, float] = {}
         peerstore = self._host.get_peerstore()
         me = self._host.get_id()
         while True:
@@ -549,6 +550,12 @@ class Libp2pTransport:
             connected = set(self._host.get_connected_peers())
             for peer in list(peerstore.peers_with_addrs()):
                 if peer == me or peer in attempted or peer in connected:
+                    continue
+                # Both sides discover each other at once; two simultaneous
+                # dials left a duplicate connection's socket unclosed. The
+                # smaller peer id dials; the other only if that never comes.
+                seen = first_seen.setdefault(peer, trio.current_time())
+                if me.to_bytes() > peer.to_bytes() and trio.current_time() - seen < 5.0:
                     continue
                 attempted.add(peer)
                 with trio.move_on_after(10), contextlib.suppress(Exception):
