@@ -83,6 +83,10 @@ class Node:
             assembling a quorum certificate; members further down the
             deterministic order wait multiples of it (so usually one member
             assembles, and any member will if that one is gone).
+        tick: seconds between deadline checks and store flushes (a simulation
+            of thousands of nodes raises it to keep virtual time cheap).
+        memory_store: keep the store in memory (``Store.open_memory``) instead
+            of ``data_dir``: nothing survives the node; for simulations.
     """
 
     def __init__(
@@ -98,6 +102,8 @@ class Node:
         sync_interval: float = 5.0,
         auto_countersign: bool = False,
         assemble_delay: float = 0.5,
+        tick: float = 1.0,
+        memory_store: bool = False,
     ) -> None:
         if not isinstance(identity, protocol.Identity):
             raise NodeError("Node needs a protocol.Identity; see circles.load_identity")
@@ -127,6 +133,8 @@ class Node:
         self._certificates: dict[bytes, list[Envelope[protocol.Certificate]]] = {}
         self._assembled: set[bytes] = set()
         self._assemble_delay = assemble_delay
+        self._tick = tick
+        self._memory_store = memory_store
         self.refused = 0
 
     # ------------------------------------------------------------------ life
@@ -134,8 +142,11 @@ class Node:
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._store = Store.open(self.data_dir)
+            if self._memory_store:
+                self._store = Store.open_memory()
+            else:
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+                self._store = Store.open(self.data_dir)
             stack.callback(self._store.close)
             self._nursery = await stack.enter_async_context(trio.open_nursery())
             opened: contextlib.AbstractAsyncContextManager[Transport]
@@ -601,7 +612,7 @@ class Node:
         rarely.
         """
         while True:
-            await trio.sleep(1.0)
+            await trio.sleep(self._tick)
             if self._store is not None:
                 self._store.flush()
             now = self.now()

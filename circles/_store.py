@@ -194,6 +194,28 @@ class Store:
             raise
         return cls(db, path, max_batch=max_batch, max_delay=max_delay, clock=clock)
 
+    @classmethod
+    def open_memory(
+        cls,
+        *,
+        max_batch: int = 256,
+        max_delay: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Store:
+        """A store held in memory only (SQLite ``:memory:``), for simulations and tests.
+
+        Same behaviour as :meth:`open` except durability: nothing survives
+        :meth:`close`. Thousands of simulated nodes fit in one process this way.
+        """
+        if max_batch < 1 or max_delay < 0:
+            raise ValueError("max_batch must be at least 1 and max_delay at least 0")
+        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return cls(db, Path(":memory:"), max_batch=max_batch, max_delay=max_delay, clock=clock)
+
     @property
     def path(self) -> Path:
         """The database file."""
