@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--timeout", type=float, default=120.0, help="give up after SECONDS")
     demo.add_argument("--json", action="store_true", help="print one JSON object")
+
+    from ._cli_simulate import add_simulate_parser
+
+    add_simulate_parser(commands)
     return parser
 
 
@@ -77,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=args.timeout,
                 as_json=args.json,
             )
+        if args.command == "simulate":
+            from ._cli_simulate import run_simulate
+
+            return run_simulate(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one clear sentence, not a traceback
