@@ -17,33 +17,13 @@ from ._errors import CirclesError
 __all__ = ["MoneyError", "format_money", "minor_digits", "parse_money"]
 
 # ISO 4217 currencies whose minor unit is not a hundredth; every other code has 2.
+_NO_DECIMALS = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
+_THREE_DECIMALS = "BHD IQD JOD KWD LYD OMR TND"
+_FOUR_DECIMALS = "CLF UYW"
 _DIGITS: dict[str, int] = {
-    **dict.fromkeys(
-        (
-            [
-                "BIF",
-                "CLP",
-                "DJF",
-                "GNF",
-                "ISK",
-                "JPY",
-                "KMF",
-                "KRW",
-                "PYG",
-                "RWF",
-                "UGX",
-                "UYI",
-                "VND",
-                "VUV",
-                "XAF",
-                "XOF",
-                "XPF",
-            ]
-        ),
-        0,
-    ),
-    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
-    **dict.fromkeys(["CLF", "UYW"], 4),
+    code: digits
+    for codes, digits in ((_NO_DECIMALS, 0), (_THREE_DECIMALS, 3), (_FOUR_DECIMALS, 4))
+    for code in codes.split()
 }
 
 _CODE = re.compile(r"[A-Z]{3}")
