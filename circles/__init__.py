@@ -2,6 +2,18 @@
 
 from ._errors import CirclesError as CirclesError
 from ._errors import KeyFileError as KeyFileError
+from ._haggle import HaggleError as HaggleError
+from ._haggle import NegotiationOutcome as NegotiationOutcome
+from ._haggle import mandate_of as mandate_of
+from ._haggle_circle import AuctionOutcome as AuctionOutcome
+from ._haggle_circle import auction_result as auction_result
+from ._haggle_circle import negotiate as negotiate
+from ._haggle_circle import quote_requests as quote_requests
+from ._haggle_circle import request_quotes as request_quotes
+from ._haggle_circle import reverse_auction as reverse_auction
+from ._haggle_vendor import DeskStatistics as DeskStatistics
+from ._haggle_vendor import StrategyFor as StrategyFor
+from ._haggle_vendor import VendorDesk as VendorDesk
 from ._keyfile import generate_identity as generate_identity
 from ._keyfile import load_identity as load_identity
 from ._keyfile import save_identity as save_identity
@@ -39,23 +51,33 @@ from ._verify import verify_batch as verify_batch
 
 __all__ = [
     "Action",
+    "auction_result",
+    "AuctionOutcome",
     "CircleDiscovered",
     "CirclesError",
     "CircleUpdated",
+    "DeskStatistics",
     "EventStream",
     "generate_identity",
+    "HaggleError",
     "KeyFileError",
     "load_identity",
+    "mandate_of",
     "MemoryNetwork",
     "Move",
+    "negotiate",
+    "NegotiationOutcome",
     "Negotiator",
     "Node",
     "NodeError",
     "NodeEvent",
     "open_libp2p_transport",
+    "quote_requests",
     "Refused",
     "RelativeTitForTat",
+    "request_quotes",
     "RequestFailed",
+    "reverse_auction",
     "save_identity",
     "SeenCache",
     "SeenCacheStatistics",
@@ -67,11 +89,13 @@ __all__ = [
     "StoreError",
     "Strategy",
     "StrategyError",
+    "StrategyFor",
     "TakeItOrLeaveIt",
     "TimeDependent",
     "Transport",
     "TransportError",
     "TransportFactory",
+    "VendorDesk",
     "Verdict",
     "verify_batch",
 ]

@@ -1,0 +1,193 @@
+"""Haggling over the network: the frames of ``/buying-circles/negotiate/1.0.0`` and shared parts.
+
+Theory of operation: a negotiation between a circle and a vendor is a series
+of request/response pairs on direct streams. The circle's negotiator always
+asks and the vendor always answers, because after every circle move it is the
+vendor's turn (or the session is over):
+
+- request: the msgpack array ``[1, session, move]``: the version, the session
+  id (the id of the request for quote that opened it) and one signed move
+  envelope (the request for quote itself, a counter-offer, an acceptance, a
+  rejection or a walk-away);
+- response: ``[1, "move", envelope]`` (the vendor's signed answer),
+  ``[1, "over", state]`` (the circle's move ended the session; nothing to
+  answer) or ``[1, "refused", reason, detail]`` (the move was not applied).
+
+Both sides run the same sans-IO :class:`protocol.Negotiation` and feed it
+every move, so each checks the other: a move either machine refuses never
+counts. The vendor's side lives in :mod:`circles._haggle_vendor`, the circle's
+in :mod:`circles._haggle_circle`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+import protocol
+from protocol import Mandate
+
+from ._errors import CirclesError
+
+__all__ = [
+    "FRAME_VERSION",
+    "MAX_MOVE_SIZE",
+    "HaggleError",
+    "NegotiationOutcome",
+    "Reply",
+    "circle_log",
+    "decode_reply",
+    "decode_request",
+    "encode_over",
+    "encode_refused",
+    "encode_reply_move",
+    "encode_request",
+    "mandate_of",
+]
+
+#: The first element of every negotiation frame.
+FRAME_VERSION = 1
+#: Largest negotiation frame either side reads (a move is at most a few kilobytes).
+MAX_MOVE_SIZE = 16 * 1024
+
+
+class HaggleError(CirclesError):
+    """Haggling over the network could not go on as asked (see ``reason``).
+
+    Reasons: "bad-argument" (fix the call), "garbage" (a frame that does not
+    parse), "unknown-circle" (join or connect to a member first).
+    """
+
+    reason = "haggle-error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NegotiationOutcome:
+    """How a networked negotiation ended, and every move both sides applied."""
+
+    result: protocol.Agreement | protocol.Ended
+    """The agreement, or how it ended without one."""
+    transcript: tuple[bytes, ...]
+    """Every move the circle's machine applied, the request for quote first."""
+    session: bytes
+    """The session id: the request for quote's id."""
+    vendor: bytes
+    """The vendor's key."""
+    negotiator: bytes
+    """The key that moved for the circle."""
+    refusal: str | None = None
+    """The vendor's reason for refusing the circle's last move, if it refused one.
+
+    When set on an agreement the agreement is the circle's alone: the vendor
+    will publish no offer for it.
+    """
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """A decoded response frame."""
+
+    kind: str
+    """"move", "over" or "refused"."""
+    move: bytes | None = None
+    """The vendor's move envelope (for "move")."""
+    state: str = ""
+    """The session's final state as the vendor saw it (for "over")."""
+    reason: str = ""
+    """The machine-readable reason (for "refused")."""
+    detail: str = ""
+    """What was wrong, for a person (for "refused")."""
+
+
+def _pack(value: Any) -> bytes:
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
+
+
+def _unpack(data: bytes) -> tuple[Any, ...]:
+    """One msgpack array from a peer; HaggleError("garbage") for anything else."""
+    if type(data) is not bytes or len(data) > MAX_MOVE_SIZE:
+        raise HaggleError("a negotiation frame must be at most 16 KiB", reason="garbage")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+            max_array_len=8,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises many types for bad input; all mean garbage
+        raise HaggleError(f"the frame is not msgpack: {exc}", reason="garbage") from None
+    if type(value) is not tuple or not value or value[0] != FRAME_VERSION:
+        raise HaggleError("a negotiation frame is an array starting with 1", reason="garbage")
+    return value
+
+
+def encode_request(session: bytes, move: bytes) -> bytes:
+    """The request frame carrying ``move`` for ``session``."""
+    return _pack([FRAME_VERSION, session, move])
+
+
+def decode_request(data: bytes) -> tuple[bytes, bytes]:
+    """(session id, move envelope) from a request frame; HaggleError("garbage") otherwise."""
+    value = _unpack(data)
+    if len(value) != 3 or type(value[1]) is not bytes or type(value[2]) is not bytes:
+        raise HaggleError("a request is [1, session, move]", reason="garbage")
+    if len(value[1]) != 32:
+        raise HaggleError("a session id is 32 bytes", reason="garbage")
+    return value[1], value[2]
+
+
+def encode_reply_move(move: bytes) -> bytes:
+    """The response frame carrying the vendor's ``move``."""
+    return _pack([FRAME_VERSION, "move", move])
+
+
+def encode_over(state: str) -> bytes:
+    """The response frame saying the session ended in ``state`` with the circle's move."""
+    return _pack([FRAME_VERSION, "over", state])
+
+
+def encode_refused(reason: str, detail: str) -> bytes:
+    """The response frame refusing a move."""
+    return _pack([FRAME_VERSION, "refused", reason[:64], detail[:500]])
+
+
+def decode_reply(data: bytes) -> Reply:
+    """A response frame; HaggleError("garbage") for anything that is not one."""
+    value = _unpack(data)
+    kind = value[1] if len(value) > 1 else None
+    if kind == "move" and len(value) == 3 and type(value[2]) is bytes:
+        return Reply(kind="move", move=value[2])
+    if kind == "over" and len(value) == 3 and type(value[2]) is str:
+        return Reply(kind="over", state=value[2])
+    if kind == "refused" and len(value) == 4 and all(type(v) is str for v in value[2:]):
+        return Reply(kind="refused", reason=value[2], detail=value[3])
+    raise HaggleError("the response is no negotiation reply", reason="garbage")
+
+
+def mandate_of(state: protocol.CircleState) -> Mandate:
+    """The mandate a circle's live pledges give its negotiator right now."""
+    charter: protocol.Charter = state.charter.message
+    return Mandate.from_pledges(
+        (envelope.message for envelope in state.live_pledges().values()), target=charter.target
+    )
+
+
+def circle_log(node: Any, circle: bytes, *, kinds: Iterable[str] | None = None) -> list[bytes]:
+    """Envelope bytes of ``circle`` the node holds (optionally only ``kinds``), in arrival order.
+
+    Requests for quote are not circle state, so the node's circle view does not
+    keep them; they are in its store, which the node does not expose yet.
+    """
+    # TODO(node API): replace with a public Node accessor for a circle's log.
+    store = getattr(node, "_store", None)
+    if store is None:
+        return []
+    wanted = None if kinds is None else set(kinds)
+    return [s.data for s in store.envelopes(circle) if wanted is None or s.kind in wanted]

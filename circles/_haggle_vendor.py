@@ -1,0 +1,463 @@
+"""The vendor's desk: serves ``/buying-circles/negotiate/1.0.0`` and bids in reverse auctions.
+
+Theory of operation: a :class:`VendorDesk` is an ``async with`` block around a
+running :class:`~circles.Node`. It installs a handler for negotiation
+requests (see :mod:`circles._haggle` for the frames) and keeps one
+:class:`protocol.Negotiation` per open session, with a
+:class:`~circles.Negotiator` playing the vendor's strategy. Each request
+carries one circle move; the desk applies it to the session's machine and
+answers with the strategy's move, or with a refusal when the machine (or a
+limit of the desk) refuses the move. A refusal changes nothing, so a peer
+sending garbage, other people's sessions or out-of-turn moves only gets
+refusals, and the desk keeps serving everyone else.
+
+Only the request's signer may move for the circle, and it must ask from its
+own peer id (which embeds its key), so nobody else can open, steer or end its
+session. The desk bounds the number of open sessions (overall and per peer),
+the size of each frame and how far ahead a session's deadline may lie; a
+session is forgotten as soon as it ends (agreement, rejection, walk-away or
+deadline), keeping only its last answer, in a bounded memory, so that a
+retried request gets the same answer again.
+
+When a session agrees, the desk publishes the agreed price as an ordinary
+:class:`protocol.Offer` on the circle's topic (one tier at the agreed price,
+for the agreed quantity), so the circle's certificate and deal path closes
+it. Run the vendor's node with ``auto_countersign=True`` (or countersign
+certificates yourself) to sign the deal.
+
+With ``bid_auctions`` the desk also answers requests for quote published on
+the topics of circles the node follows (reverse auctions): it bids the
+opening price of its strategy as an offer on the circle's topic before the
+request's ``respond_by``.
+
+The vendor's machine does not enforce the circle's mandate (the vendor cannot
+see which pledges the circle counts): it takes a mandate that covers any
+price, and the circle's own machine and the certificate rules hold the line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+import protocol
+from protocol import Mandate, Negotiation, Party, QuoteRequest
+
+from ._haggle import (
+    MAX_MOVE_SIZE,
+    HaggleError,
+    circle_log,
+    decode_request,
+    encode_over,
+    encode_refused,
+    encode_reply_move,
+)
+from ._node import Node, NodeError
+from ._node_events import CircleUpdated
+from ._strategies import Action, Negotiator, SessionView, Strategy, StrategyError
+from ._topics import NEGOTIATE_PROTOCOL
+from ._transport import PeerId, public_key_of
+
+__all__ = ["DeskStatistics", "StrategyFor", "VendorDesk"]
+
+log = logging.getLogger("circles.haggle")
+
+StrategyFor = Callable[[protocol.Envelope[QuoteRequest]], Strategy | None]
+"""Chooses the vendor's strategy for a request for quote; None declines it."""
+
+_MAX_PRICE = 10**15
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeskStatistics:
+    """Counters of one vendor desk."""
+
+    open_sessions: int
+    """Sessions open right now."""
+    opened: int
+    """Sessions opened since the desk started."""
+    answered: int
+    """Moves applied and answered."""
+    refused: int
+    """Requests answered with a refusal."""
+    agreements: int
+    """Sessions that ended in agreement."""
+    bids: int
+    """Offers made in reverse auctions."""
+    errors: int
+    """Requests that hit an unexpected error in the desk (a bug; answered with a refusal)."""
+
+
+class _Refusal(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class _Session:
+    negotiation: Negotiation
+    player: Negotiator | None
+    peer: PeerId
+    last_move: bytes = b""
+    reply: bytes = b""
+
+
+def _permissive(request: QuoteRequest) -> Mandate:
+    return Mandate(target=request.quantity, demand=((_MAX_PRICE, request.quantity),))
+
+
+class VendorDesk:
+    """Serves negotiations for a vendor's node; use it as ``async with VendorDesk(node, ...)``.
+
+    Args:
+        node: the vendor's running node.
+        strategy: the strategy for every session; or give ``strategy_for``.
+        strategy_for: chooses a strategy per request for quote (None declines).
+        bid_auctions: answer requests for quote published on followed circles.
+        max_sessions: most sessions open at once; more are refused ("busy").
+        max_sessions_per_peer: most open sessions per peer ("busy").
+        max_duration: seconds from now to a session's deadline, at most ("too-long").
+        offer_valid_for: seconds the vendor's proposals and published offers stay valid.
+        join_timeout: seconds to fetch an unknown circle from peers when a session opens.
+        remember: ended sessions whose last answer is kept for retries.
+        terms: the terms text of every offer.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        strategy: Strategy | None = None,
+        strategy_for: StrategyFor | None = None,
+        bid_auctions: bool = True,
+        max_sessions: int = 256,
+        max_sessions_per_peer: int = 8,
+        max_duration: int = 24 * 3600,
+        offer_valid_for: int = 24 * 3600,
+        join_timeout: float = 5.0,
+        remember: int = 4096,
+        terms: str = "",
+    ) -> None:
+        if (strategy is None) == (strategy_for is None):
+            raise HaggleError(
+                "give exactly one of strategy and strategy_for", reason="bad-argument"
+            )
+        if min(max_sessions, max_sessions_per_peer, max_duration, offer_valid_for) < 1:
+            raise HaggleError("the desk's limits must be at least 1", reason="bad-argument")
+        self.node = node
+        self._strategy_for: StrategyFor = strategy_for or (lambda _rfq: strategy)
+        self._bid_auctions = bid_auctions
+        self._max_sessions = max_sessions
+        self._max_per_peer = max_sessions_per_peer
+        self._max_duration = max_duration
+        self._valid_for = offer_valid_for
+        self._join_timeout = join_timeout
+        self._remember = max(1, remember)
+        self._terms = terms
+        self._sessions: dict[bytes, _Session] = {}
+        self._opening: dict[bytes, PeerId] = {}
+        self._ended: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
+        self._bid_on: OrderedDict[bytes, None] = OrderedDict()
+        self._agreements: list[protocol.Agreement] = []
+        self._nursery: trio.Nursery | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._counts = dict.fromkeys(("opened", "answered", "refused", "bids", "errors"), 0)
+
+    # ------------------------------------------------------------------ life
+    async def __aenter__(self) -> VendorDesk:
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self._nursery = await stack.enter_async_context(trio.open_nursery())
+            # Last in, first out: stop serving, then cancel the desk's own tasks.
+            stack.callback(self._nursery.cancel_scope.cancel)
+            stack.callback(self._unserve)
+            if self._bid_auctions:
+                self._nursery.start_soon(self._watch_auctions, self.node.events())
+            self._nursery.start_soon(self._sweep)
+            self.node.transport.set_handler(
+                NEGOTIATE_PROTOCOL, self._handle, max_request=MAX_MOVE_SIZE + 64
+            )
+        except BaseException:
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.__aexit__(None, None, None)
+
+    def _unserve(self) -> None:
+        # The node may have stopped first: then there is nothing to unhook.
+        with contextlib.suppress(NodeError):
+            self.node.transport.set_handler(NEGOTIATE_PROTOCOL, None)
+
+    # --------------------------------------------------------------- queries
+    @property
+    def agreements(self) -> tuple[protocol.Agreement, ...]:
+        """Every agreement the desk reached, in order."""
+        return tuple(self._agreements)
+
+    def statistics(self) -> DeskStatistics:
+        """Current counters."""
+        return DeskStatistics(
+            open_sessions=len(self._sessions),
+            agreements=len(self._agreements),
+            **self._counts,
+        )
+
+    # -------------------------------------------------------------- serving
+    async def _handle(self, peer: PeerId, data: bytes) -> bytes:
+        try:
+            reply = await self._serve(peer, data)
+        except _Refusal as refusal:
+            self._counts["refused"] += 1
+            return encode_refused(refusal.reason, refusal.detail)
+        except HaggleError as exc:
+            self._counts["refused"] += 1
+            return encode_refused(exc.reason, str(exc))
+        except protocol.ProtocolError as exc:
+            self._counts["refused"] += 1
+            return encode_refused(exc.reason, str(exc))
+        except Exception:  # a bug here must not stop the desk serving others
+            log.exception("the vendor desk failed on a request from %s", peer)
+            self._counts["errors"] += 1
+            self._counts["refused"] += 1
+            return encode_refused("internal-error", "the desk failed on this move; try later")
+        self._counts["answered"] += 1
+        return reply
+
+    async def _serve(self, peer: PeerId, data: bytes) -> bytes:
+        session_id, move = decode_request(data)
+        key = public_key_of(peer)
+        if key is None:
+            raise _Refusal("not-a-party", "your peer id names no ed25519 key")
+        self._expire(self.node.now())
+        move_id = protocol.envelope_id(move)
+        live = self._sessions.get(session_id)
+        if live is None:
+            ended = self._ended.get(session_id)
+            if ended is not None:
+                if move_id == ended[0]:
+                    return ended[1]  # a retry of the move that ended it: same answer
+                raise _Refusal("session-over", "this session is over; ask for a new quote")
+            return await self._open(peer, key, session_id, move)
+        if key != live.negotiation.negotiator:
+            raise _Refusal("not-a-party", "only the circle's negotiator may move in its session")
+        if move_id == live.last_move:
+            return live.reply  # the circle retried after losing our answer
+        live.negotiation.receive(move, self.node.now())
+        return self._answer(live, move_id)
+
+    async def _open(self, peer: PeerId, key: bytes, session_id: bytes, move: bytes) -> bytes:
+        if protocol.envelope_id(move) != session_id:
+            raise _Refusal(
+                "wrong-session", "no such session here: open one with its request for quote"
+            )
+        rfq = protocol.decode_as(move, QuoteRequest)
+        body = rfq.message
+        if rfq.signer != key:
+            raise _Refusal("not-a-party", "only the request's signer may open its session")
+        if body.vendor is not None and body.vendor != self.node.public_key:
+            raise _Refusal("not-a-party", "the request names another vendor")
+        now = self.node.now()
+        if now >= body.respond_by:
+            raise _Refusal("lapsed", "the request's respond_by has passed; ask again")
+        if body.deadline - now > self._max_duration:
+            raise _Refusal("too-long", f"sessions here end within {self._max_duration} s")
+        if session_id in self._opening:
+            raise _Refusal("busy", "this session is being opened")
+        if len(self._sessions) + len(self._opening) >= self._max_sessions:
+            raise _Refusal("busy", "the desk is full; try again later")
+        mine = sum(1 for s in self._sessions.values() if s.peer == peer)
+        mine += sum(1 for p in self._opening.values() if p == peer)
+        if mine >= self._max_per_peer:
+            raise _Refusal("busy", f"at most {self._max_per_peer} open sessions per peer")
+        self._opening[session_id] = peer
+        try:
+            if body.circle not in self.node.circles():
+                # The agreed offer goes on the circle's topic, so the desk must follow it.
+                with trio.move_on_after(self._join_timeout):
+                    with contextlib.suppress(NodeError):
+                        await self.node.join(body.circle, timeout=self._join_timeout)
+            if body.circle not in self.node.circles():
+                raise _Refusal("unknown-circle", "no peer gave us the circle's charter")
+        finally:
+            del self._opening[session_id]
+        negotiation = Negotiation(move, vendor=self.node.public_key, mandate=_permissive(body))
+        strategy = self._strategy_for(rfq)
+        player = (
+            None
+            if strategy is None
+            else Negotiator(
+                self.node.identity,
+                negotiation,
+                strategy,
+                valid_for=self._valid_for,
+                terms=self._terms,
+            )
+        )
+        live = _Session(negotiation=negotiation, player=player, peer=peer)
+        self._sessions[session_id] = live
+        self._counts["opened"] += 1
+        return self._answer(live, session_id)
+
+    def _answer(self, live: _Session, move_id: bytes) -> bytes:
+        """The vendor's answer to the circle move ``move_id`` just applied."""
+        negotiation = live.negotiation
+        now = self.node.now()
+        if negotiation.is_over:
+            reply = encode_over(negotiation.state.value)
+        else:
+            negotiation.handle_timer(now)
+            if negotiation.is_over:
+                reply = encode_over(negotiation.state.value)
+            else:
+                reply = encode_reply_move(self._vendor_move(live, now))
+        live.last_move, live.reply = move_id, reply
+        if negotiation.is_over:
+            self._finish(live)
+        return reply
+
+    def _vendor_move(self, live: _Session, now: int) -> bytes:
+        """Sign and apply the vendor's move; a strategy that fails walks away instead."""
+        negotiation = live.negotiation
+        data = self._strategy_move(live, now)
+        if data is not None:
+            try:
+                negotiation.receive(data, now)
+            except protocol.ProtocolError as exc:
+                log.warning("the vendor's own move was refused (%s); walking away", exc.reason)
+            else:
+                return data
+        walk = protocol.WalkAway(
+            circle=negotiation.request.message.circle,
+            session=negotiation.session,
+            reason="the vendor's strategy has no valid move",
+            created=now,
+        )
+        data = protocol.seal(walk, self.node.identity).data
+        negotiation.receive(data, now)
+        return data
+
+    def _strategy_move(self, live: _Session, now: int) -> bytes | None:
+        negotiation = live.negotiation
+        request = negotiation.request.message
+        if live.player is None:
+            body: protocol.Message = protocol.Reject(
+                circle=request.circle,
+                in_reply_to=negotiation.last_id,
+                reason="no quote for this request",
+                created=now,
+            )
+            return protocol.seal(body, self.node.identity).data
+        try:
+            return live.player.act(now)
+        except StrategyError as exc:
+            # The strategy wanted a move beyond its own limits: leave rather than sign it.
+            log.warning("the vendor's strategy failed (%s); walking away", exc.reason)
+            return None
+
+    def _finish(self, live: _Session) -> None:
+        negotiation = live.negotiation
+        session = negotiation.session
+        self._sessions.pop(session, None)
+        self._ended[session] = (live.last_move, live.reply)
+        while len(self._ended) > self._remember:
+            self._ended.popitem(last=False)
+        result = negotiation.result
+        if isinstance(result, protocol.Agreement):
+            self._agreements.append(result)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._publish_agreement, result, negotiation.request.message)
+
+    def _expire(self, now: int) -> None:
+        for live in list(self._sessions.values()):
+            if live.negotiation.handle_timer(now) is not None:
+                self._finish(live)
+
+    async def _sweep(self) -> None:
+        """Forget sessions whose deadline passed while nobody asked."""
+        while True:
+            await trio.sleep(5.0)
+            self._expire(self.node.now())
+
+    async def _publish_agreement(
+        self, agreement: protocol.Agreement, request: QuoteRequest
+    ) -> None:
+        try:
+            await self.node.offer(
+                agreement.circle,
+                product=request.product,
+                tiers=[(agreement.quantity, agreement.unit_price)],
+                capacity=agreement.quantity,
+                valid_until=max(request.deadline, self.node.now()) + self._valid_for,
+                terms=self._terms,
+                in_reply_to=agreement.session,
+            )
+        except (NodeError, protocol.ProtocolError) as exc:
+            log.warning("could not publish the agreed offer: %s", exc)
+
+    # ------------------------------------------------------------- auctions
+    async def _watch_auctions(self, events: Any) -> None:
+        async with events:
+            async for event in events:
+                if not isinstance(event, CircleUpdated):
+                    continue
+                refused = event.event
+                if not isinstance(refused, protocol.Refused) or refused.kind != "rfq":
+                    continue
+                if refused.message in self._bid_on:
+                    continue
+                self._bid_on[refused.message] = None
+                while len(self._bid_on) > self._remember:
+                    self._bid_on.popitem(last=False)
+                for data in circle_log(self.node, event.circle, kinds=("rfq",)):
+                    if protocol.envelope_id(data) == refused.message:
+                        await self._bid(data)
+
+    async def _bid(self, data: bytes) -> None:
+        try:
+            rfq = protocol.decode_as(data, QuoteRequest)
+        except protocol.ProtocolError:
+            return
+        body = rfq.message
+        now = self.node.now()
+        if body.vendor is not None or rfq.signer == self.node.public_key:
+            return  # addressed to one vendor: that one negotiates directly
+        if now >= body.respond_by or body.deadline - now > self._max_duration:
+            return
+        strategy = self._strategy_for(rfq)
+        if strategy is None:
+            return
+        negotiation = Negotiation(data, vendor=self.node.public_key, mandate=_permissive(body))
+        move = strategy.move(SessionView(negotiation, Party.VENDOR), now)
+        price = move.unit_price
+        if move.action is not Action.PROPOSE or price is None or price < strategy.reservation:
+            return
+        try:
+            await self.node.offer(
+                body.circle,
+                product=body.product,
+                tiers=[(1, price)],
+                capacity=body.quantity,
+                valid_until=max(body.deadline, now) + self._valid_for,
+                terms=self._terms,
+                in_reply_to=rfq.id,
+            )
+        except (NodeError, protocol.ProtocolError) as exc:
+            log.warning("could not bid in the auction: %s", exc)
+            return
+        self._counts["bids"] += 1
