@@ -46,6 +46,8 @@ from protocol import (
     decode_unverified,
 )
 
+from . import _verify_process
+
 __all__ = ["SeenCache", "SeenCacheStatistics", "verify_batch"]
 
 # Below this many envelopes to verify, handing work to other threads costs
@@ -53,6 +55,10 @@ __all__ = ["SeenCache", "SeenCacheStatistics", "verify_batch"]
 _PARALLEL_FROM = 16
 # Most threads one batch may use, whatever ``workers`` asks for.
 _MAX_WORKERS = 64
+# From this many envelopes to verify, a batch uses the helper process by default.
+_PROCESS_FROM = 256
+# How long a batch told to use the helper process waits for it to start.
+_START_WAIT = 10.0
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -153,17 +159,29 @@ _set_message, _set_signer, _set_signature, _set_data, _set_id = (
 
 
 def verify_batch(
-    datas: Sequence[bytes], *, workers: int | None = None, cache: SeenCache | None = None
+    datas: Sequence[bytes],
+    *,
+    workers: int | None = None,
+    cache: SeenCache | None = None,
+    process: bool | None = None,
 ) -> list[Envelope[Message] | ProtocolError]:
     """Decode and verify many envelopes, using every core; results keep the input order.
 
     Each result is the verified :class:`protocol.Envelope`, or the
     :class:`protocol.ProtocolError` that :func:`protocol.decode` would have
     raised for those bytes: refusals are returned, never raised. ``workers``
-    is the number of threads (the calling one included; default: the cores
-    this process may use). With a ``cache``, envelopes it has seen are
-    answered from it and the newly verified ones are added to it. Identical
-    bytes within one batch are verified once.
+    is the number of cores to use (the calling thread's included; default:
+    the cores this process may use). With a ``cache``, envelopes it has seen
+    are answered from it and the newly verified ones are added to it.
+    Identical bytes within one batch are verified once.
+
+    ``process`` says whether signatures may be checked in a helper process
+    while this thread decodes (faster, as decoding then overlaps checking;
+    see ``circles._verify_process``): None (default) uses it for batches of
+    at least 256 envelopes to verify once it has started (the first such
+    batch starts it and uses threads); True uses it for any batch, waiting
+    for it to start; False never does. Without it, threads check the
+    signatures after the decoding. Answers are the same either way.
 
     This blocks while it works; from trio, call it through
     ``trio.to_thread.run_sync``.
@@ -172,9 +190,11 @@ def verify_batch(
         workers = _default_workers()
     elif type(workers) is not int or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if process is not None and type(process) is not bool:
+        raise ValueError(f"process must be None, True or False, got {process!r}")
     results: list[Envelope[Message] | ProtocolError | None] = [None] * len(datas)
-    # Phase 1 (calling thread): cache hits, duplicates, decoding without the signature.
-    pending: list[tuple[int, UnverifiedEnvelope[Message]]] = []
+    # Phase 1 (calling thread): cache hits, duplicates and non-bytes answered.
+    positions: list[int] = []
     jobs: list[bytes] = []
     first_of: dict[bytes, int] = {}
     repeats: list[tuple[int, int]] = []
@@ -195,32 +215,107 @@ def verify_batch(
         if first != index:
             repeats.append((index, first))
             continue
-        try:
-            unverified = decode_unverified(data)
-        except ProtocolError as error:
-            results[index] = error
-            continue
-        pending.append((index, unverified))
+        positions.append(index)
         jobs.append(data)
-    # Phase 2 (every worker): the signatures, and the ids of the good ones.
-    ids = _verify_all(jobs, workers)
-    # Phase 3 (calling thread): the results.
-    for (index, unverified), envelope_id in zip(pending, ids, strict=True):
-        if envelope_id is not None:
-            envelope: Envelope[Message] = _new(Envelope)
-            _set_message(envelope, unverified.message)
-            _set_signer(envelope, unverified.signer)
-            _set_signature(envelope, unverified.signature)
-            _set_data(envelope, unverified.data)
-            _set_id(envelope, envelope_id)
-            results[index] = envelope
-            if cache is not None:
-                cache._remember(envelope)
+    if jobs:
+        use = workers > 1 and process is not False and (process or len(jobs) >= _PROCESS_FROM)
+        if use and _verify_process.lock.acquire(blocking=False):
+            try:
+                helper = _verify_process.helper_process(
+                    _SIGNED_PREFIX, _TAIL, MAX_ENVELOPE_SIZE, wait=_START_WAIT if process else 0.0
+                )
+                decoded, ids = (
+                    _with_helper(helper, jobs, workers)
+                    if helper is not None
+                    else _with_threads(jobs, workers)
+                )
+            finally:
+                _verify_process.lock.release()
         else:
-            results[index] = _bad_signature(unverified.message.kind)
+            decoded, ids = _with_threads(jobs, workers)
+        # Phase 3 (calling thread): the results.
+        for index, unverified, envelope_id in zip(positions, decoded, ids, strict=True):
+            if type(unverified) is not UnverifiedEnvelope:
+                results[index] = unverified  # type: ignore[assignment] # the decode error
+            elif envelope_id is not None:
+                envelope: Envelope[Message] = _new(Envelope)
+                _set_message(envelope, unverified.message)
+                _set_signer(envelope, unverified.signer)
+                _set_signature(envelope, unverified.signature)
+                _set_data(envelope, unverified.data)
+                _set_id(envelope, envelope_id)
+                results[index] = envelope
+                if cache is not None:
+                    cache._remember(envelope)
+            else:
+                results[index] = _bad_signature(unverified.message.kind)
     for index, first in repeats:
         results[index] = results[first]
     return results  # type: ignore[return-value] # every slot is filled above
+
+
+def _decode_all(jobs: list[bytes]) -> list[UnverifiedEnvelope[Message] | ProtocolError]:
+    decoded: list[UnverifiedEnvelope[Message] | ProtocolError] = []
+    append = decoded.append
+    for data in jobs:
+        try:
+            append(decode_unverified(data))
+        except ProtocolError as error:
+            append(error)
+    return decoded
+
+
+def _with_threads(
+    jobs: list[bytes], workers: int
+) -> tuple[list[UnverifiedEnvelope[Message] | ProtocolError], list[bytes | None]]:
+    # Decode everything, then every thread checks signatures (phase 2).
+    decoded = _decode_all(jobs)
+    good = [k for k, u in enumerate(decoded) if type(u) is UnverifiedEnvelope]
+    if len(good) == len(jobs):
+        return decoded, _verify_all(jobs, workers)
+    ids: list[bytes | None] = [None] * len(jobs)
+    for k, envelope_id in zip(good, _verify_all([jobs[k] for k in good], workers), strict=True):
+        ids[k] = envelope_id
+    return decoded, ids
+
+
+def _with_helper(
+    helper: _verify_process.HelperProcess, jobs: list[bytes], workers: int
+) -> tuple[list[UnverifiedEnvelope[Message] | ProtocolError], list[bytes | None]]:
+    # The helper process checks from the end while this thread decodes, then
+    # this thread checks from the front until they meet (phase 2).
+    total = len(jobs)
+    started = helper.start(jobs, workers - 1)
+    decoded = _decode_all(jobs)
+    ids: list[bytes | None] = [None] * total
+    counters = helper.counters
+    buffer = ffi.new("unsigned char[]", MAX_ENVELOPE_SIZE)
+    null = ffi.NULL
+    sign_open = lib.crypto_sign_open
+    blake2b = hashlib.blake2b
+    prefix = _SIGNED_PREFIX
+    mine = 0
+    if started:
+        while mine < counters[0]:
+            counters[1] = mine + 1
+            if type(decoded[mine]) is UnverifiedEnvelope:
+                data = jobs[mine]
+                signed = data[-64:] + prefix + data[2:-_TAIL]
+                if sign_open(buffer, null, signed, len(signed), data[-98:-66]) == 0:
+                    ids[mine] = blake2b(data, digest_size=32).digest()
+            mine += 1
+        low, answer = helper.finish(total)
+    else:
+        low, answer = total, b""
+    for k in range(max(low, mine), total):
+        if answer[33 * (k - low)] == 1:
+            ids[k] = answer[33 * (k - low) + 1 : 33 * (k - low) + 33]
+    if low > mine:
+        # The helper failed: check what it left here, in threads.
+        rest = [k for k in range(mine, low) if type(decoded[k]) is UnverifiedEnvelope]
+        for k, envelope_id in zip(rest, _verify_all([jobs[k] for k in rest], workers), strict=True):
+            ids[k] = envelope_id
+    return decoded, ids
 
 
 def _refusal(data: object) -> ProtocolError:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -12,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import protocol
-from circles import _verify
+from circles import _verify, _verify_process
 from circles._verify import SeenCache, verify_batch
 from protocol import (
     Identity,
@@ -146,9 +149,13 @@ def test_bad_worker_counts_are_refused(workers: object) -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.sampled_from(MIXED), max_size=60), st.integers(1, 4))
-def test_any_mix_matches_serial(datas: list[bytes], workers: int) -> None:
-    got = verify_batch(datas, workers=workers)
+@given(
+    st.lists(st.sampled_from(MIXED), max_size=60),
+    st.integers(1, 4),
+    st.sampled_from([None, True, False]),
+)
+def test_any_mix_matches_serial(datas: list[bytes], workers: int, process: bool | None) -> None:
+    got = verify_batch(datas, workers=workers, process=process)
     assert [same_answer(r, serial(d)) for r, d in zip(got, datas, strict=True)] == [True] * len(
         datas
     )
@@ -318,3 +325,112 @@ def test_from_wire_refuses_a_wrong_shape_with_the_label() -> None:
         from_wire(Pledge, (1, 2))
     with pytest.raises(InvalidField, match="body must be an array"):
         from_wire(Pledge, [1] * 7, "body")
+
+
+# The helper process (circles._verify_process): same answers, and any failure
+# of the helper costs time, never a wrong answer.
+
+
+@pytest.fixture
+def fresh_helper(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A helper process of this test's own, closed after it."""
+    with _verify_process.lock:
+        if _verify_process._helper is not None:
+            _verify_process._helper.close()
+        monkeypatch.setattr(_verify_process, "_helper", None)
+        monkeypatch.setattr(_verify_process, "_failures", 0)
+    yield
+    with _verify_process.lock:
+        if _verify_process._helper is not None:
+            _verify_process._helper.close()
+
+
+def current_helper() -> _verify_process.HelperProcess:
+    helper = _verify_process._helper
+    assert helper is not None and not helper.broken
+    return helper
+
+
+@pytest.mark.usefixtures("fresh_helper")
+@pytest.mark.parametrize("workers", [2, 3])
+def test_helper_process_agrees_with_serial_decode_in_order(workers: int) -> None:
+    order = list(range(len(MIXED)))
+    order = order[1::2] + order[::2]
+    datas = [MIXED[i] for i in order] * 2
+    got = verify_batch(datas, workers=workers, process=True)
+    current_helper()
+    assert [same_answer(r, serial(d)) for r, d in zip(got, datas, strict=True)] == [True] * len(
+        datas
+    )
+
+
+@pytest.mark.usefixtures("fresh_helper")
+def test_helper_process_checks_its_share() -> None:
+    many = [pledge_bytes(seq, signer=seq) for seq in range(1, 401)]
+    many[-1] = forge_signature(many[-1])
+    got = verify_batch(many, workers=2, process=True)
+    helper = current_helper()
+    # The helper started at the end: it took the last envelope at least.
+    assert helper.counters[0] < len(many)
+    assert isinstance(got[-1], protocol.BadSignature)
+    assert got[:-1] == [decode(d) for d in many[:-1]]
+
+
+@pytest.mark.usefixtures("fresh_helper")
+def test_batch_is_right_when_the_helper_died() -> None:
+    assert verify_batch(VALID, process=True, workers=2) == [decode(d) for d in VALID]
+    helper = current_helper()
+    helper._process.kill()
+    helper._process.wait()
+    datas = VALID + [forge_signature(d) for d in VALID]
+    got = verify_batch(datas, process=True, workers=2)
+    assert [same_answer(r, serial(d)) for r, d in zip(got, datas, strict=True)] == [True] * len(
+        datas
+    )
+    assert helper.broken
+    # The next batch starts a new helper.
+    assert verify_batch(VALID, process=True, workers=2) == [decode(d) for d in VALID]
+    assert current_helper() is not helper
+
+
+@pytest.mark.usefixtures("fresh_helper")
+def test_batch_is_right_when_the_helper_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
+    verify_batch(VALID[:2], process=True, workers=2)
+    helper = current_helper()
+    monkeypatch.setattr(_verify_process, "_GRACE_SECONDS", 0.2)
+    os.kill(helper._process.pid, signal.SIGSTOP)
+    try:
+        got = verify_batch(VALID, process=True, workers=2)
+    finally:
+        if helper._process.poll() is None:  # not reaped yet, so the pid is still its own
+            os.kill(helper._process.pid, signal.SIGCONT)
+    assert got == [decode(d) for d in VALID]
+    assert helper.broken
+    assert helper._process.poll() is not None
+
+
+@pytest.mark.usefixtures("fresh_helper")
+def test_helper_gives_up_after_repeated_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_verify_process, "_CHILD", "import sys; sys.exit(3)")
+    for _ in range(_verify_process._MAX_FAILURES + 2):
+        assert verify_batch(VALID, process=True, workers=2) == [decode(d) for d in VALID]
+    assert _verify_process._failures == _verify_process._MAX_FAILURES
+    assert _verify_process._helper is None
+
+
+def test_small_or_single_worker_batches_do_not_use_the_helper(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        pytest.fail("used the helper process")
+
+    monkeypatch.setattr(_verify_process, "helper_process", refuse)
+    assert verify_batch(VALID, workers=2) == [decode(d) for d in VALID]
+    assert verify_batch(VALID * 4, workers=2, process=False)[0] == decode(VALID[0])
+    assert verify_batch(VALID * 4, workers=1, process=True)[0] == decode(VALID[0])
+
+
+@pytest.mark.parametrize("process", [0, 1, "yes"])
+def test_bad_process_values_are_refused(process: object) -> None:
+    with pytest.raises(ValueError, match="process"):
+        verify_batch(VALID[:2], process=process)  # type: ignore[arg-type]
