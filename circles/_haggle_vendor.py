@@ -287,8 +287,9 @@ class VendorDesk:
             raise _Refusal("busy", f"at most {self._max_per_peer} open sessions per peer")
         self._opening[session_id] = peer
         try:
-            if body.circle not in self.node.circles():
-                # The agreed offer goes on the circle's topic, so the desk must follow it.
+            if body.circle not in self.node.joined():
+                # The agreed offer and its certificate travel on the circle's topic:
+                # the vendor follows it (fetching the charter from peers if need be).
                 with trio.move_on_after(self._join_timeout):
                     with contextlib.suppress(NodeError):
                         await self.node.join(body.circle, timeout=self._join_timeout)
