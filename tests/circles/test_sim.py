@@ -205,3 +205,42 @@ def test_the_command_names_a_bad_key(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     assert cli_main(["simulate", str(scenario), "--out", str(tmp_path / "o")]) == 1
     assert "network.loss" in capsys.readouterr().err
+
+
+def test_separate_processes_with_different_hash_seeds_write_identical_bytes(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(
+        (EXAMPLES / "small_town.toml").read_text().replace("count = 60", "count = 20")
+    )
+    outputs = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"out{hash_seed}"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "circles._cli",
+                "simulate",
+                str(scenario),
+                "--seed",
+                "4",
+                "--out",
+                str(out),
+                "--no-plots",
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(((out / "circles.csv").read_bytes(), (out / "summary.json").read_bytes()))
+    assert outputs[0] == outputs[1]
