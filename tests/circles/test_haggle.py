@@ -6,14 +6,19 @@ real py-libp2p hosts on 127.0.0.1.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
+import circles
 import protocol
 from circles import (
     MemoryNetwork,
@@ -27,7 +32,14 @@ from circles import (
     quote_requests,
     reverse_auction,
 )
-from circles._haggle import MAX_MOVE_SIZE, Reply, decode_reply, encode_request
+from circles._haggle import (
+    MAX_MOVE_SIZE,
+    HaggleError,
+    Reply,
+    decode_reply,
+    decode_request,
+    encode_request,
+)
 from circles._topics import NEGOTIATE_PROTOCOL
 from circles._transport import RequestFailed, Transport, peer_id_of
 from protocol import Agreement, Ended, NegotiationState, envelope_id
@@ -480,3 +492,32 @@ async def test_over_libp2p_a_circle_negotiates_and_closes_a_deal_and_an_auction_
             # Both desks bid; the Boulware desk's opening 6000 is above what the pledges clear.
             assert [b.vendor for b in auction.result.ranking] == [rival.public_key]
             assert [reason for _, reason in auction.result.refused] == ["does-not-clear"]
+
+
+def test_the_documented_network_examples_name_real_api() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "haggling.md").read_text()
+    section = text[text.index("## Negotiating over the network") :]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 2
+    for block in blocks:
+        tree = ast.parse(block, mode="exec", feature_version=(3, 11), type_comments=False)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "circles":
+                for alias in node.names:
+                    assert alias.name in circles.__all__, alias.name
+    for name in ("reverse_auction", "auction_result", "quote_requests", "mandate_of"):
+        assert f"{name}(" in section and name in circles.__all__
+
+
+@given(st.binary(max_size=200) | st.lists(st.binary(max_size=40), max_size=5).map(b"".join))
+def test_frame_decoders_refuse_any_bytes_with_a_haggle_error(data: bytes) -> None:
+    for decoder in (decode_request, decode_reply):
+        try:
+            decoder(data)
+        except HaggleError as exc:
+            assert exc.reason == "garbage"
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=MAX_MOVE_SIZE - 64))
+def test_request_frames_round_trip(session: bytes, move: bytes) -> None:
+    assert decode_request(encode_request(session, move)) == (session, move)
