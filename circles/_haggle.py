@@ -46,6 +46,7 @@ __all__ = [
     "encode_reply_move",
     "encode_request",
     "mandate_of",
+    "stored_envelope",
 ]
 
 #: The first element of every negotiation frame.
@@ -191,3 +192,13 @@ def circle_log(node: Any, circle: bytes, *, kinds: Iterable[str] | None = None) 
         return []
     wanted = None if kinds is None else set(kinds)
     return [s.data for s in store.envelopes(circle) if wanted is None or s.kind in wanted]
+
+
+def stored_envelope(node: Any, message_id: bytes) -> bytes | None:
+    """The bytes of one envelope the node holds, by id, or None."""
+    # TODO(node API): as circle_log.
+    store = getattr(node, "_store", None)
+    if store is None:
+        return None
+    found = store.get([message_id])
+    return found[0].data if found else None

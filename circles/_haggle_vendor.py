@@ -52,11 +52,11 @@ from protocol import Mandate, Negotiation, Party, QuoteRequest
 from ._haggle import (
     MAX_MOVE_SIZE,
     HaggleError,
-    circle_log,
     decode_request,
     encode_over,
     encode_refused,
     encode_reply_move,
+    stored_envelope,
 )
 from ._node import Node, NodeError
 from ._node_events import CircleUpdated
@@ -425,9 +425,9 @@ class VendorDesk:
                 self._bid_on[refused.message] = None
                 while len(self._bid_on) > self._remember:
                     self._bid_on.popitem(last=False)
-                for data in circle_log(self.node, event.circle, kinds=("rfq",)):
-                    if protocol.envelope_id(data) == refused.message:
-                        await self._bid(data)
+                data = stored_envelope(self.node, refused.message)
+                if data is not None:
+                    await self._bid(data)
 
     async def _bid(self, data: bytes) -> None:
         try:

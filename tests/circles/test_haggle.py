@@ -521,3 +521,36 @@ def test_frame_decoders_refuse_any_bytes_with_a_haggle_error(data: bytes) -> Non
 @given(st.binary(min_size=32, max_size=32), st.binary(max_size=MAX_MOVE_SIZE - 64))
 def test_request_frames_round_trip(session: bytes, move: bytes) -> None:
     assert decode_request(encode_request(session, move)) == (session, move)
+
+
+async def test_a_vendor_without_a_desk_or_that_declines_ends_the_session_cleanly(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    network = MemoryNetwork(seed=6, latency=0.01)
+    async with memory_nodes(tmp_path, network, 1, 1) as (alice, vendor):
+        circle = await circle_with_pledges([alice], [(10, 5000)])
+        strategy = TakeItOrLeaveIt(reservation=5000)
+        with trio.fail_after(600):
+            silent = await negotiate(alice, circle, vendor.public_key, strategy=strategy)
+            asked: list[bytes] = []
+
+            def decline(rfq: protocol.Envelope[protocol.QuoteRequest]) -> None:
+                asked.append(rfq.id)
+
+            async with VendorDesk(vendor, strategy_for=decline) as desk:
+                declined = await negotiate(alice, circle, vendor.public_key, strategy=strategy)
+                assert desk.statistics().open_sessions == 0
+            stranger = ident(99).public_key
+            unknown = await negotiate(alice, circle, stranger, strategy=strategy)
+        assert isinstance(silent.result, Ended)
+        assert silent.result.state is NegotiationState.WALKED_AWAY
+        assert "unsupported" in silent.result.reason
+        assert isinstance(declined.result, Ended)
+        assert declined.result.state is NegotiationState.REJECTED
+        assert declined.result.by is protocol.Party.VENDOR
+        assert asked == [declined.session]
+        assert isinstance(unknown.result, Ended) and "unreachable" in unknown.result.reason
+        with pytest.raises(circles.HaggleError):
+            VendorDesk(vendor, strategy=strategy, strategy_for=decline)
+        with pytest.raises(circles.HaggleError):
+            await negotiate(alice, circle, b"short", strategy=strategy)
