@@ -17,8 +17,36 @@ __all__ = ["main"]
 
 
 def _default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "buying-circles"
+    """The user's data directory (platformdirs); ``CIRCLES_DATA_DIR`` and ``--data-dir`` win."""
+    override = os.environ.get("CIRCLES_DATA_DIR")
+    if override:
+        return Path(override)
+    try:
+        import platformdirs
+    except ImportError:  # pragma: no cover - platformdirs is a dependency
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "buying-circles"
+    return Path(platformdirs.user_data_dir("buying-circles", appauthor=False))
+
+
+def _common(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    sub.add_argument(
+        "--data-dir", type=Path, default=_default_data_dir(), help="the node's data directory"
+    )
+    sub.add_argument("--json", action="store_true", help="print JSON for scripts")
+    return sub
+
+
+def _network(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    # Loopback unless asked: opening a port to the LAN is the user's choice (docs/quickstart.md).
+    sub.add_argument(
+        "--listen",
+        default="/ip4/127.0.0.1/tcp/0",
+        help="multiaddr to listen on; /ip4/0.0.0.0/tcp/4001 to be reachable on the LAN",
+    )
+    sub.add_argument("--bootstrap", action="append", default=[], metavar="MULTIADDR")
+    sub.add_argument("--no-mdns", action="store_true", help="do not discover peers by mDNS")
+    return sub
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +77,21 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--timeout", type=float, default=120.0, help="give up after SECONDS")
     demo.add_argument("--json", action="store_true", help="print one JSON object")
+
+    up = _network(_common(commands.add_parser("up", help="start this member's node")))
+    up.add_argument("--foreground", action="store_true", help="run here until Ctrl-C")
+    up.add_argument("--timeout", type=float, default=60.0, help="give up starting after SECONDS")
+    down = _common(commands.add_parser("down", help="stop this member's node"))
+    down.add_argument("--timeout", type=float, default=30.0, help="give up after SECONDS")
+    _common(commands.add_parser("status", help="is the node running; its addresses"))
+    connect = _common(commands.add_parser("connect", help="dial a peer by multiaddr"))
+    connect.add_argument("addr", metavar="MULTIADDR")
+
+    from ._cli_circle import add_circle_commands
+    from ._cli_vendor import add_vendor_commands
+
+    add_circle_commands(commands, _common)
+    add_vendor_commands(commands, _common, _network)
 
     from ._cli_simulate import add_simulate_parser
 
@@ -85,6 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._cli_simulate import run_simulate
 
             return run_simulate(args)
+        if args.command in ("up", "down", "status", "connect"):
+            return _daemon_command(args)
+        if args.command in ("circle", "pledge", "withdraw", "invite", "receipt"):
+            from ._cli_circle import run_circle_command
+
+            return run_circle_command(args)
+        if args.command == "vendor":
+            from ._cli_vendor import run_vendor_command
+
+            return run_vendor_command(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one clear sentence, not a traceback
@@ -93,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._errors import CirclesError
 
         if isinstance(exc, CirclesError | protocol.ProtocolError):
+            if getattr(args, "json", False):
+                print(json.dumps({"error": str(exc), "reason": exc.reason}))
             print(f"circles: {exc}", file=sys.stderr)
             return 1
         raise
@@ -110,6 +165,45 @@ def _id(args: argparse.Namespace) -> int:
         print(json.dumps({"public_key": key.hex(), "key_file": str(path)}))
     else:
         print(key.hex())
+    return 0
+
+
+def _daemon_command(args: argparse.Namespace) -> int:
+    from ._control import call
+    from ._daemon import serve_foreground, start_background, stop_background
+
+    if args.command == "up" and args.foreground:
+        return serve_foreground(
+            data_dir=args.data_dir,
+            listen=args.listen,
+            bootstrap=args.bootstrap,
+            mdns=not args.no_mdns,
+            as_json=args.json,
+        )
+    if args.command == "up":
+        result = start_background(
+            args.data_dir,
+            listen=args.listen,
+            bootstrap=args.bootstrap,
+            mdns=not args.no_mdns,
+            timeout=args.timeout,
+        )
+        text = f"node {result['public_key']} is up (pid {result['pid']}, log {result['log']})"
+    elif args.command == "down":
+        stopped = stop_background(args.data_dir, timeout=args.timeout)
+        result = {"stopped": stopped}
+        text = "node stopped" if stopped else "no node was running"
+    elif args.command == "connect":
+        result = call(args.data_dir, "connect", addr=args.addr)
+        text = f"connected to {result['peer']}"
+    else:
+        result = call(args.data_dir, "status")
+        text = (
+            f"node {result['public_key']} is up: {result['peers']} peers, "
+            f"{result['circles']} circles ({result['joined']} joined)\n"
+            + "\n".join(f"  {a}" for a in result["addresses"])
+        )
+    print(json.dumps(result) if args.json else text)
     return 0
 
 

@@ -92,4 +92,5 @@ def parse_money(text: str, currency: str) -> int:
             f"write it like {example}",
             reason="too-many-decimals",
         )
-    return int(match.group("whole")) * 10**digits + int(frac.ljust(digits, "0") or 0)
+    scale: int = 10**digits
+    return int(match.group("whole")) * scale + int(frac.ljust(digits, "0") or "0")

@@ -1,0 +1,411 @@
+"""What a running node does for the command line: one method per control request.
+
+Every answer is plain JSON (ids and keys as lowercase hex, money as integer
+minor units with the currency beside it), so ``--json`` output is the same
+object the node sent, and the command line formats it for people. Ids may be
+given as a unique hex prefix of at least 6 characters, as people copy them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import protocol
+
+from ._errors import CirclesError
+from ._money import parse_money
+from ._node import Node
+from ._receipts import RECEIPT_PROTOCOL, RECEIPTS_TOPIC, ReceiptBook, verified_deals
+from ._topics import circle_topic
+from ._transport import PeerId, RequestFailed, Verdict, peer_id_of
+
+__all__ = ["Service", "ServiceError"]
+
+log = logging.getLogger("circles.service")
+
+
+class ServiceError(CirclesError):
+    """A command the running node cannot do as asked (see ``reason``)."""
+
+    reason = "bad-command"
+
+
+def _ratio(value: Fraction | None) -> str | None:
+    return None if value is None else f"{float(value):.2f}"
+
+
+class Service:
+    """Answers control requests with a running :class:`Node`."""
+
+    def __init__(
+        self, node: Node, data_dir: Path, *, nursery: trio.Nursery, stop: Callable[[], None]
+    ) -> None:
+        self.node = node
+        self.receipts = ReceiptBook(data_dir)
+        self._nursery = nursery
+        self._stop = stop
+        self.vendor = False
+
+    async def start(self) -> None:
+        """Listen for receipts, by gossip and directly."""
+        transport = self.node.transport
+        transport.set_validator(RECEIPTS_TOPIC, self._validate_receipt)
+        transport.set_handler(RECEIPT_PROTOCOL, self._receive_receipt, max_request=4096)
+        subscription = await transport.subscribe(RECEIPTS_TOPIC)
+        self._nursery.start_soon(self._take_receipts, subscription)
+
+    async def handle(self, op: str, args: dict[str, Any]) -> Any:
+        """Run one control request; raise a CirclesError or ProtocolError to refuse it."""
+        method = getattr(self, "op_" + op.replace(".", "_").replace("-", "_"), None)
+        if method is None:
+            raise ServiceError(f"the node does not know the command {op!r}", reason="unknown-op")
+        try:
+            return await method(**args)
+        except TypeError as exc:
+            raise ServiceError(f"bad arguments for {op!r}: {exc}", reason="bad-arguments") from None
+
+    # ------------------------------------------------------------- lookups
+    def _circle(self, text: str) -> bytes:
+        return _resolve(text, self.node.circles(), "circle")
+
+    def _deal(self, text: str) -> tuple[bytes, Any]:
+        deals = {}
+        for circle in self.node.circles():
+            deal = self.node.circle(circle).deal
+            if deal is not None:
+                deals[deal.id] = circle
+        found = _resolve(text, sorted(deals), "deal")
+        return found, self.node.circle(deals[found])
+
+    # ---------------------------------------------------------------- ops
+    async def op_status(self) -> dict[str, Any]:
+        node = self.node
+        return {
+            "public_key": node.public_key.hex(),
+            "addresses": node.addresses(),
+            "peers": len(node.transport.peers()),
+            "circles": len(node.circles()),
+            "joined": len(node.joined()),
+            "vendor": self.vendor,
+        }
+
+    async def op_stop(self) -> dict[str, Any]:
+        # Later, so this answer leaves before the node's tasks are cancelled.
+        self._nursery.start_soon(self._stop_soon)
+        return {"stopping": True}
+
+    async def _stop_soon(self) -> None:
+        await trio.sleep(0.1)
+        self._stop()
+
+    async def op_connect(self, addr: str) -> dict[str, Any]:
+        return {"peer": str(await self.node.connect(addr))}
+
+    async def op_circle_new(
+        self,
+        *,
+        title: str,
+        unit: str,
+        target: int,
+        currency: str,
+        deadline: int,
+        ceiling: str | None = None,
+        place: str | None = None,
+        tags: list[str] | None = None,
+        invite_only: bool = False,
+    ) -> dict[str, Any]:
+        if deadline <= self.node.now():
+            raise ServiceError("the deadline must be in the future", reason="late")
+        circle = await self.node.found_circle(
+            title=title,
+            unit=unit,
+            target=target,
+            currency=currency,
+            deadline=deadline,
+            ceiling=parse_money(ceiling, currency) if ceiling else None,
+            place=place or None,
+            tags=tags or (),
+            invite_only=invite_only,
+        )
+        return self._summary(circle)
+
+    async def op_circle_list(self) -> list[dict[str, Any]]:
+        return [self._summary(c) for c in self.node.circles()]
+
+    async def op_circle_show(self, circle: str) -> dict[str, Any]:
+        found = self._circle(circle)
+        return self._details(found)
+
+    async def op_pledge(
+        self, circle: str, quantity: int, max_price: str, tolerance: int = 0
+    ) -> dict[str, Any]:
+        found = self._circle(circle)
+        currency = self.node.charter(found).currency
+        if found not in self.node.joined():
+            await self.node.join(found)
+        envelope = await self.node.pledge(
+            found, quantity, max_price=parse_money(max_price, currency), tolerance=tolerance
+        )
+        return {"pledge": envelope.id.hex(), "seq": envelope.message.seq, **self._summary(found)}
+
+    async def op_withdraw(self, circle: str) -> dict[str, Any]:
+        found = self._circle(circle)
+        envelope = await self.node.withdraw(found)
+        return {"pledge": envelope.id.hex(), "seq": envelope.message.seq, **self._summary(found)}
+
+    async def op_invite(self, circle: str, key: str) -> dict[str, Any]:
+        found = self._circle(circle)
+        invitee = _key(key)
+        if found not in self.node.joined():
+            await self.node.join(found)
+        invite = protocol.Invite(
+            circle=found, invitee=invitee, sealed_key=None, created=self.node.now()
+        )
+        envelope = protocol.seal(invite, self.node.identity)
+        # Our own subscription hears our publication, so the node stores and applies it too.
+        await self.node.transport.publish(circle_topic(found), envelope.data)
+        with trio.fail_after(10):
+            await self.node.wait_until(lambda: envelope.id in _ids(self.node, found))
+        return {"invite": envelope.id.hex(), "circle": found.hex(), "invitee": invitee.hex()}
+
+    async def op_receipt(
+        self, deal: str, fulfilled: str, rating: int, comment: str = ""
+    ) -> dict[str, Any]:
+        deal_id, state = self._deal(deal)
+        deal_envelope = state.deal
+        certificate = next(
+            c
+            for c in self.node.certificates(deal_envelope.message.circle)
+            if c.id == deal_envelope.message.certificate
+        )
+        bound = {state.pledge(a.pledge).signer for a in certificate.message.allocations}
+        if self.node.public_key not in bound:
+            raise ServiceError(
+                "only a member whose pledge the deal counts can sign its receipt",
+                reason="not-a-member",
+            )
+        receipt = protocol.Receipt(
+            deal=deal_id,
+            vendor=deal_envelope.signer,
+            fulfilled=fulfilled,
+            rating=rating,
+            comment=comment,
+            created=self.node.now(),
+        )
+        envelope = protocol.seal(receipt, self.node.identity)
+        self.receipts.add(envelope.data)
+        delivered = await self._deliver_receipt(envelope)
+        return {
+            "receipt": envelope.id.hex(),
+            "deal": deal_id.hex(),
+            "vendor": deal_envelope.signer.hex(),
+            "fulfilled": fulfilled,
+            "rating": rating,
+            "delivered_to_vendor": delivered,
+        }
+
+    async def op_reputation(self, vendor: str) -> dict[str, Any]:
+        deals = verified_deals(self.node)
+        known = sorted({d.vendor for d in deals})
+        key = _key(vendor) if len(vendor) == 64 else _resolve(vendor, known, "vendor")
+        rep = protocol.vendor_reputation(key, deals, self.receipts.all())
+        return {
+            "vendor": key.hex(),
+            "deals": rep.deals,
+            "receipts": rep.receipts,
+            "fulfilled": rep.fulfilled,
+            "partly": rep.partly,
+            "unfulfilled": rep.unfulfilled,
+            "mean_rating": _ratio(rep.mean_rating),
+            "share_fulfilled": _ratio(rep.share_fulfilled),
+            "score_ppm": rep.score,
+            "ignored": dict(rep.ignored),
+        }
+
+    # ------------------------------------------------------------ receipts
+    async def _deliver_receipt(self, envelope: protocol.Envelope[protocol.Receipt]) -> bool:
+        transport = self.node.transport
+        await transport.publish(RECEIPTS_TOPIC, envelope.data)
+        vendor_peer = peer_id_of(envelope.message.vendor)
+        if vendor_peer not in transport.peers():
+            return False
+        try:
+            await transport.request(vendor_peer, RECEIPT_PROTOCOL, envelope.data, timeout=10)
+        except RequestFailed as exc:
+            log.info("vendor did not take the receipt directly: %s", exc)
+            return False
+        return True
+
+    def _validate_receipt(self, data: bytes, sender: PeerId) -> Verdict:
+        try:
+            protocol.decode_as(data, protocol.Receipt)
+        except protocol.ProtocolError:
+            return Verdict.REJECT
+        return Verdict.ACCEPT
+
+    async def _receive_receipt(self, peer: PeerId, data: bytes) -> bytes:
+        self.receipts.add(data)  # raises on a bad receipt: the stream is reset
+        return b"ok"
+
+    async def _take_receipts(self, subscription: Any) -> None:
+        async for delivery in subscription:
+            try:
+                self.receipts.add(delivery.data)
+            except protocol.ProtocolError as exc:
+                log.debug("ignored a receipt: %s", exc.reason)
+
+    # -------------------------------------------------------------- views
+    def _summary(self, circle: bytes) -> dict[str, Any]:
+        state: Any = self.node.circle(circle)
+        charter: protocol.Charter = state.charter.message
+        pledged, target = state.progress()
+        best = state.best_offer
+        return {
+            "id": circle.hex(),
+            "title": charter.title,
+            "unit": charter.unit,
+            "currency": charter.currency,
+            "target": target,
+            "pledged": pledged,
+            "ceiling": charter.ceiling,
+            "deadline": charter.deadline,
+            "place": charter.place,
+            "invite_only": charter.invite_only,
+            "status": state.status.value,
+            "joined": circle in self.node.joined(),
+            "founder": state.charter.signer.hex(),
+            "best_price": best.unit_price if best is not None else None,
+            "deal": state.deal.id.hex() if state.deal is not None else None,
+        }
+
+    def _details(self, circle: bytes) -> dict[str, Any]:
+        state: Any = self.node.circle(circle)
+        envelopes = self.node.envelopes(circle)
+        live = state.live_pledges()
+        details = self._summary(circle)
+        details["me"] = self.node.public_key.hex()
+        details["pledges"] = [
+            {
+                "member": member.hex(),
+                "pledge": env.id.hex(),
+                "seq": env.message.seq,
+                "quantity": env.message.quantity,
+                "max_price": env.message.max_price,
+                "tolerance": env.message.tolerance,
+            }
+            for member, env in sorted(live.items())
+        ]
+        details["demand_curve"] = [list(point) for point in state.demand_curve()]
+        details["offers"] = [
+            {
+                "offer": e.id.hex(),
+                "vendor": e.signer.hex(),
+                "product": e.message.product,
+                "list_price": e.message.list_price,
+                "tiers": [[t.min_quantity, t.unit_price] for t in e.message.tiers],
+                "capacity": e.message.capacity,
+                "valid_until": e.message.valid_until,
+                "terms": e.message.terms,
+            }
+            for e in envelopes
+            if isinstance(e.message, protocol.Offer)
+        ]
+        details["negotiation"] = [
+            {"kind": e.message.kind, "signer": e.signer.hex(), **_move(e.message)}
+            for e in envelopes
+            if isinstance(
+                e.message,
+                protocol.QuoteRequest
+                | protocol.CounterOffer
+                | protocol.Accept
+                | protocol.Reject
+                | protocol.WalkAway,
+            )
+        ]
+        best = state.best_offer
+        details["clearing"] = (
+            None
+            if best is None
+            else {"offer": best.offer.hex(), "unit_price": best.unit_price, "total": best.total}
+        )
+        details["certificates"] = [
+            {
+                "certificate": c.id.hex(),
+                "signer": c.signer.hex(),
+                "unit_price": c.message.unit_price,
+            }
+            for c in self.node.certificates(circle)
+        ]
+        deal = state.deal
+        details["deal"] = (
+            None
+            if deal is None
+            else {
+                "deal": deal.id.hex(),
+                "vendor": deal.signer.hex(),
+                "unit_price": deal.message.unit_price,
+                "total": deal.message.total,
+                "certificate": deal.message.certificate.hex(),
+                "receipts": [
+                    {
+                        "member": r.signer.hex(),
+                        "fulfilled": r.message.fulfilled,
+                        "rating": r.message.rating,
+                    }
+                    for r in self.receipts.for_deal(deal.id)
+                ],
+            }
+        )
+        return details
+
+
+def _move(message: Any) -> dict[str, Any]:
+    return {
+        name: getattr(message, name)
+        for name in ("round", "unit_price", "quantity", "reason")
+        if isinstance(getattr(message, name, None), int | str)
+    }
+
+
+def _ids(node: Node, circle: bytes) -> set[bytes]:
+    return {e.id for e in node.envelopes(circle)}
+
+
+def _key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ServiceError(
+            f"{text!r} is not a member key; keys are 64 hex characters (see `circles id show`)",
+            reason="bad-key",
+        )
+    return key
+
+
+def _resolve(text: str, known: list[bytes], what: str) -> bytes:
+    prefix = text.strip().lower()
+    if len(prefix) < 6 or any(c not in "0123456789abcdef" for c in prefix):
+        raise ServiceError(
+            f"{text!r} is not a {what} id; give at least 6 of its hex characters",
+            reason=f"bad-{what}-id",
+        )
+    matches = [k for k in known if k.hex().startswith(prefix)]
+    if not matches:
+        raise ServiceError(
+            f"this node knows no {what} {prefix}…; `circles circle list` shows what it knows",
+            reason=f"unknown-{what}",
+        )
+    if len(matches) > 1:
+        raise ServiceError(
+            f"{prefix} names {len(matches)} {what}s; give more of its characters",
+            reason=f"ambiguous-{what}",
+        )
+    return matches[0]
