@@ -38,7 +38,14 @@ from ._node_events import CircleDiscovered, CircleUpdated, NodeEvent, Refused
 from ._store import Store
 from ._syncer import Syncer
 from ._topics import ANNOUNCE_TOPIC, circle_topic
-from ._transport import PeerEventKind, PeerId, Transport, Verdict
+from ._transport import (
+    MAX_GOSSIP_MESSAGE,
+    PeerEventKind,
+    PeerId,
+    Transport,
+    TransportError,
+    Verdict,
+)
 
 __all__ = ["EventStream", "Node", "NodeError", "TransportFactory"]
 
@@ -87,6 +94,12 @@ class Node:
             of thousands of nodes raises it to keep virtual time cheap).
         memory_store: keep the store in memory (``Store.open_memory``) instead
             of ``data_dir``: nothing survives the node; for simulations.
+        gossip_rate: own pledges gossiped per second once ``gossip_burst`` is
+            spent. Past it a pledge still returns at once (it is on disk), but
+            only a circle's latest unsent pledge of ours is gossiped when the
+            rate allows; peers fetch the superseded ones by sync. Every other
+            message is gossiped at once.
+        gossip_burst: own pledges gossiped back to back before the rate applies.
     """
 
     def __init__(
@@ -104,9 +117,16 @@ class Node:
         assemble_delay: float = 0.5,
         tick: float = 1.0,
         memory_store: bool = False,
+        gossip_rate: float = 1.0,
+        gossip_burst: int = 5,
     ) -> None:
         if not isinstance(identity, protocol.Identity):
             raise NodeError("Node needs a protocol.Identity; see circles.load_identity")
+        if not gossip_rate > 0 or gossip_burst < 1:
+            raise NodeError(
+                "gossip_rate must be positive and gossip_burst at least 1",
+                reason="bad-argument",
+            )
         self.identity = identity
         self.data_dir = Path(data_dir)
         self._transport_factory = transport
@@ -135,6 +155,12 @@ class Node:
         self._assemble_delay = assemble_delay
         self._tick = tick
         self._memory_store = memory_store
+        self._gossip = _GossipPacer(rate=gossip_rate, burst=gossip_burst)
+        # Circles with an on-behind pull running: one at a time per circle, or
+        # a node that many peers ask at once would fetch the same envelopes
+        # from each of them.
+        self._pulling: set[bytes] = set()
+        self._anti_entropy_turn = int.from_bytes(identity.public_key[:4], "big")
         self.refused = 0
 
     # ------------------------------------------------------------------ life
@@ -149,6 +175,11 @@ class Node:
                 self._store = Store.open(self.data_dir)
             stack.callback(self._store.close)
             self._nursery = await stack.enter_async_context(trio.open_nursery())
+            # Exit order (last in, first out): the transport closes first, with
+            # nothing cancelled yet, then the node's own tasks are cancelled.
+            # Closing the transport inside an already cancelled scope left a
+            # dialled socket open (a ResourceWarning at exit).
+            stack.callback(self._nursery.cancel_scope.cancel)
             opened: contextlib.AbstractAsyncContextManager[Transport]
             if self._transport_factory is None:
                 from ._libp2p import open_libp2p_transport  # lazy: costs ~1 s to import
@@ -168,6 +199,7 @@ class Node:
             self._nursery.start_soon(self._anti_entropy)
             self._nursery.start_soon(self._keep_time)
             self._nursery.start_soon(self._assemble_certificates)
+            self._nursery.start_soon(self._gossip_pending)
             for addr in self._bootstrap:
                 await self.connect(addr)
         except BaseException:
@@ -180,7 +212,6 @@ class Node:
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._stack is not None and self._nursery is not None
-        self._nursery.cancel_scope.cancel()
         for channel in self._listeners:
             channel.close()
         stack, self._stack = self._stack, None
@@ -339,7 +370,7 @@ class Node:
                 created=now,
             )
             envelope = await self._sign_own(pledge)
-        await self.transport.publish(circle_topic(circle), envelope.data)
+        await self._gossip_pledge(circle, envelope.data)
         return envelope
 
     async def withdraw(self, circle: bytes) -> Envelope[protocol.Pledge]:
@@ -473,7 +504,18 @@ class Node:
             self._nursery.start_soon(self.syncer.sync_quietly, circle, peer)
 
     def _admit(self, data: bytes, sender: str) -> Envelope[protocol.Message] | Verdict:
-        """Checks that need no circle state; the envelope, or the verdict to give."""
+        """Checks that need no circle state; the envelope, or the verdict to give.
+
+        Cheapest first: size, then whether we hold it already (a copy that sync
+        fetched before gossip brought it is not decoded, nor forwarded again),
+        then the decode, whose signature check is the dear part.
+        """
+        if len(data) > MAX_GOSSIP_MESSAGE:
+            self._refuse(b"", "oversize", sender)
+            return Verdict.REJECT
+        assert self._store is not None
+        if protocol.envelope_id(data) in self._store:
+            return Verdict.IGNORE
         try:
             envelope = protocol.decode(data)
         except protocol.ProtocolError as exc:
@@ -588,8 +630,15 @@ class Node:
                     self._listeners.remove(channel)
 
     def _pull_from(self, circle: bytes, peer: PeerId) -> None:
-        if self._nursery is not None and circle in self._joined:
-            self._nursery.start_soon(self.syncer.sync_quietly, circle, peer)
+        if self._nursery is not None and circle in self._joined and circle not in self._pulling:
+            self._pulling.add(circle)
+            self._nursery.start_soon(self._pull, circle, peer)
+
+    async def _pull(self, circle: bytes, peer: PeerId) -> None:
+        try:
+            await self.syncer.sync_quietly(circle, peer)
+        finally:
+            self._pulling.discard(circle)
 
     async def _watch_peers(self) -> None:
         async for event in self.transport.events():
@@ -683,11 +732,103 @@ class Node:
         await self.transport.publish(circle_topic(circle), envelope.data)
 
     async def _anti_entropy(self) -> None:
+        """Each interval, sync every joined circle with one peer, taking peers in turn.
+
+        One peer per round keeps the cost flat however many peers a node has
+        (asking all of them cost a round trip each, every interval, and starved
+        under load); a peer that learns from our summary that we hold messages
+        it lacks pulls them (``on_behind``), so news spreads both ways, and any
+        difference reaches every node in a number of rounds that grows with the
+        log of the network's size.
+        """
         while True:
             await trio.sleep(self._sync_interval)
+            peers = sorted(self.transport.peers())
+            if not peers:
+                continue
+            self._anti_entropy_turn += 1
+            peer = peers[self._anti_entropy_turn % len(peers)]
             for circle in sorted(self._joined):
-                for peer in sorted(self.transport.peers()):
-                    await self.syncer.sync_quietly(circle, peer)
+                await self.syncer.sync_quietly(circle, peer)
+
+    async def _gossip_pledge(self, circle: bytes, data: bytes) -> None:
+        """Gossip an own pledge now if the pace allows; else keep it as the circle's latest."""
+        # A newer pledge makes any unsent older one of ours moot.
+        self._gossip.pending.pop(circle, None)
+        if self._gossip.take(trio.current_time()):
+            await self.transport.publish(circle_topic(circle), data)
+        else:
+            self._gossip.pending[circle] = data
+            self._gossip.wake()
+
+    async def _gossip_pending(self) -> None:
+        """Gossip the latest held-back pledge of each circle as the pace allows."""
+        pacer = self._gossip
+        while True:
+            if not pacer.pending:
+                await pacer.wait()
+                continue
+            wait = pacer.until_token(trio.current_time())
+            if wait > 0:
+                await trio.sleep(wait)
+                continue
+            circle = next(iter(pacer.pending))
+            data = pacer.pending.pop(circle)
+            pacer.take(trio.current_time())
+            with contextlib.suppress(TransportError):
+                await self.transport.publish(circle_topic(circle), data)
+
+    def envelopes(self, circle: bytes) -> list[Envelope[protocol.Message]]:
+        """Every stored envelope of a known circle, charter first (offers, deals, ... to show)."""
+        self.circle(circle)
+        assert self._store is not None
+        stored = sorted(self._store.envelopes(circle), key=lambda s: s.kind != "charter")
+        return [protocol.decode(s.data) for s in stored]
+
+
+class _GossipPacer:
+    """A token bucket for gossiping own pledges, and the pledges it held back.
+
+    Why: py-libp2p gossip costs every host about a millisecond per copy it
+    receives, and a burst past what the mesh carries was dropped at its queues
+    or delayed for seconds, starving sync. Only a member's latest pledge counts
+    in a circle, so the superseded ones need not be gossiped at all: they are
+    on disk, and peers fetch them by sync in bulk, at a fraction of the cost.
+    """
+
+    def __init__(self, *, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp: float | None = None
+        #: Circle id -> the latest own pledge not gossiped yet (oldest circle first).
+        self.pending: dict[bytes, bytes] = {}
+        self._wakeup = trio.Event()
+
+    def _refill(self, now: float) -> None:
+        if self.stamp is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        """Spend a token if there is one."""
+        self._refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def until_token(self, now: float) -> float:
+        """Seconds until a token is available (0 if one is)."""
+        self._refill(now)
+        return max(0.0, (1.0 - self.tokens) / self.rate)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def wait(self) -> None:
+        await self._wakeup.wait()
+        self._wakeup = trio.Event()
 
 
 def _certificate_key(body: protocol.Certificate) -> bytes:

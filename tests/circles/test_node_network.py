@@ -1,0 +1,228 @@
+"""The node over real py-libp2p hosts on 127.0.0.1: convergence, catch-up, floods, partitions.
+
+Every host is a real py-libp2p host (TCP, Noise, Yamux, gossipsub) in this
+process, so the figures printed here share two cores with everything else:
+they are for reading (``pytest -s``), never asserted beyond generous bounds.
+Convergence means every node holds every pledge the test made (by id) and all
+the circle state digests are equal; gossip may drop messages on the way, and
+sync has to close the gap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import random
+import threading
+import time
+import warnings
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+
+import pytest
+import trio
+
+import protocol
+from circles._node import Node
+
+#: Pledge deadlines sit far ahead so that no circle changes state with the clock.
+DEADLINE_AHEAD = 24 * 3600
+#: Big enough that no test reaches quorum (a certificate would add messages).
+TARGET = 10**6
+
+
+def ident(seed: int, n: int) -> protocol.Identity:
+    return protocol.Identity.from_seed(seed.to_bytes(4, "big") + n.to_bytes(28, "big"))
+
+
+def make_node(tmp_path: Path, seed: int, n: int, **options: object) -> Node:
+    options.setdefault("sync_interval", 1.0)
+    return Node(ident(seed, n), tmp_path / f"node-{n}", **options)  # type: ignore[arg-type]
+
+
+async def link(nodes: Sequence[Node], rng: random.Random, *, degree: int = 3) -> None:
+    """Connect ``nodes`` into a random connected graph: each dials up to ``degree`` earlier ones.
+
+    One dial at a time: parallel dials under load time out (LIBP2P.md).
+    """
+    for i, node in enumerate(nodes[1:], start=1):
+        for j in rng.sample(range(i), min(degree, i)):
+            with trio.fail_after(15):
+                await node.connect(nodes[j].addresses()[0])
+
+
+@contextlib.asynccontextmanager
+async def cluster(
+    tmp_path: Path, count: int, *, seed: int, degree: int = 3, **options: object
+) -> AsyncIterator[list[Node]]:
+    """``count`` nodes on 127.0.0.1, linked into a random connected graph."""
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = [
+            await stack.enter_async_context(make_node(tmp_path, seed, n, **options))
+            for n in range(count)
+        ]
+        await link(nodes, random.Random(seed), degree=degree)
+        yield nodes
+
+
+async def found(node: Node, title: str = "Olive oil") -> bytes:
+    return await node.found_circle(
+        title=title,
+        unit="tin",
+        target=TARGET,
+        currency="EUR",
+        deadline=node.now() + DEADLINE_AHEAD,
+    )
+
+
+async def join_all(nodes: Iterable[Node], circle: bytes) -> None:
+    """Every node joins ``circle`` (fetched from a peer by sync if the announce missed it)."""
+    for node in nodes:
+        if circle not in node.joined():
+            with trio.fail_after(30):
+                await node.join(circle)
+
+
+async def holds(node: Node, circle: bytes, ids: Iterable[bytes]) -> None:
+    """Until ``node`` has applied every pledge in ``ids`` (unbounded: wrap in fail_after)."""
+    missing = set(ids)
+
+    def done() -> bool:
+        state = node._states.get(circle)
+        if state is not None:
+            missing.difference_update([i for i in missing if state.pledge(i) is not None])
+        return not missing
+
+    await node.wait_until(done)
+
+
+async def converge(nodes: Sequence[Node], circle: bytes, ids: Iterable[bytes]) -> float:
+    """Until every node holds ``ids``; asserts equal digests; returns the seconds it took."""
+    wanted = frozenset(ids)
+    start = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            nursery.start_soon(holds, node, circle, wanted)
+    digests = {node.circle(circle).digest() for node in nodes}
+    assert len(digests) == 1, f"{len(digests)} different states among {len(nodes)} nodes"
+    return time.monotonic() - start
+
+
+def lacking(nodes: Sequence[Node], circle: bytes, ids: Iterable[bytes]) -> list[int]:
+    """How many of ``ids`` each node lacks (for failure messages)."""
+    return [sum(n.circle(circle).pledge(i) is None for i in ids) for n in nodes]
+
+
+async def test_twenty_nodes_with_random_pledges_reach_one_state(tmp_path: Path) -> None:
+    rng = random.Random(20)
+    async with cluster(tmp_path, 20, seed=20) as nodes:
+        circle = await found(nodes[0])
+        await join_all(nodes[1:], circle)
+        ids: list[bytes] = []
+        for _ in range(2):
+            for node in rng.sample(nodes, len(nodes)):
+                quantity = rng.choice([0, 1, 2, 3, 5, 8])
+                envelope = await node.pledge(circle, quantity, max_price=rng.randint(100, 900))
+                ids.append(envelope.id)
+        try:
+            with trio.fail_after(60):
+                seconds = await converge(nodes, circle, ids)
+        except trio.TooSlowError:
+            pytest.fail(f"not converged; pledges lacking per node: {lacking(nodes, circle, ids)}")
+        print(f"\n20 nodes, {len(ids)} pledges: converged {seconds:.2f} s after the last pledge")
+        # The state is the one the messages define, whatever the order they came in.
+        assert nodes[7].circle(circle).digest() == reference_digest(nodes[0], circle, ids)
+
+
+def reference_digest(node: Node, circle: bytes, ids: Iterable[bytes]) -> bytes:
+    """The digest of a fresh state fed ``ids`` (from ``node``'s store) and nothing else."""
+    assert node._store is not None
+    state = node.circle(circle)
+    envelopes = [protocol.decode(s.data) for s in node._store.get(list(ids))]
+    return protocol.CircleState.from_envelopes(state.charter, envelopes, now=state.now).digest()
+
+
+async def test_a_late_joiner_and_a_restarted_node_catch_up_through_sync(tmp_path: Path) -> None:
+    async with cluster(tmp_path, 4, seed=21) as nodes:
+        circle = await found(nodes[0])
+        await join_all(nodes[1:], circle)
+        ids = [(await node.pledge(circle, 2, max_price=500)).id for node in nodes]
+        # A fifth node takes part, pledges, and stops.
+        async with make_node(tmp_path, 21, 4) as fifth:
+            await fifth.connect(nodes[3].addresses()[0])
+            await join_all([fifth], circle)
+            ids.append((await fifth.pledge(circle, 4, max_price=450)).id)
+            with trio.fail_after(30):
+                await converge([*nodes, fifth], circle, ids)
+        # The others go on pledging without it.
+        for quantity in (3, 1):
+            ids += [(await n.pledge(circle, quantity, max_price=400)).id for n in nodes]
+        with trio.fail_after(30):
+            await converge(nodes, circle, ids)
+        digest = nodes[0].circle(circle).digest()
+        # Back from its data directory: it still holds what it had, and fetches the rest.
+        async with make_node(tmp_path, 21, 4) as fifth:
+            assert fifth.joined() == [circle]
+            assert fifth.circle(circle).pledge(ids[4]) is not None
+            await fifth.connect(nodes[1].addresses()[0])
+            with trio.fail_after(30):
+                await holds(fifth, circle, ids)
+            assert fifth.circle(circle).digest() == digest
+            # A node that never saw the circle: it learns of it and its history from a peer.
+            async with make_node(tmp_path, 21, 99) as late:
+                await late.connect(nodes[2].addresses()[0])
+                with trio.fail_after(30):
+                    await late.join(circle)
+                    await holds(late, circle, ids)
+                assert late.circle(circle).digest() == digest
+                # The charter can only have come by sync (join fetches it).
+                assert late.syncer.fetched >= 1
+
+
+def _socket_count() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                count += 1
+    return count
+
+
+def _task_count() -> int:
+    def count(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(count(child) for n in task.child_nurseries for child in n.child_tasks)
+
+    return count(trio.lowlevel.current_root_task())
+
+
+async def test_exit_is_clean_within_two_seconds(tmp_path: Path) -> None:
+    gc.collect()
+    threads_before = set(threading.enumerate())
+    sockets_before = _socket_count()
+    tasks_before = _task_count()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with cluster(tmp_path, 3, seed=30) as (a, b, c):
+            circle = await found(a)
+            await join_all((b, c), circle)
+            # Traffic in flight as the node exits: a pledge every node is still passing on.
+            for q in range(1, 30):
+                await (a, b, c)[q % 3].pledge(circle, q, max_price=100)
+            async with contextlib.AsyncExitStack() as stack:
+                d = await stack.enter_async_context(make_node(tmp_path, 30, 3))
+                await d.connect(a.addresses()[0])
+                await d.join(circle)
+                await d.pledge(circle, 1, max_price=100)
+                started = time.monotonic()
+            single = time.monotonic() - started
+            started = time.monotonic()
+        together = time.monotonic() - started
+        gc.collect()
+    print(f"\nexit: one node {single:.3f} s, three linked nodes {together:.3f} s")
+    assert single < 2.0
+    assert together < 2.0 * 3
+    assert [str(w.message) for w in caught] == []
+    assert _task_count() == tasks_before
+    assert [t for t in set(threading.enumerate()) - threads_before if t.is_alive()] == []
+    assert _socket_count() == sockets_before
