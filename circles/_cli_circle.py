@@ -58,6 +58,14 @@ def add_circle_commands(commands: Any, common: Any) -> None:
     common(actions.add_parser("list", help="circles nearby and joined, with progress"))
     show = common(actions.add_parser("show", help="pledges, demand, offers, deal"))
     show.add_argument("circle", metavar="ID")
+    wait = common(actions.add_parser("wait", help="wait until a circle is known or has a status"))
+    wait.add_argument("circle", metavar="ID")
+    wait.add_argument(
+        "--until",
+        default="known",
+        choices=("known", "forming", "quorum", "closed", "expired", "cancelled"),
+    )
+    wait.add_argument("--timeout", type=float, default=60.0, help="give up after SECONDS")
 
     pledge = common(commands.add_parser("pledge", help="pledge to buy, up to a unit price"))
     pledge.add_argument("circle", metavar="ID")
@@ -84,6 +92,16 @@ def run_circle_command(args: argparse.Namespace) -> int:
         return _out(args, result, _print_summary)
     if args.command == "circle" and args.circle_command == "list":
         return _out(args, call(data_dir, "circle.list"), _print_list)
+    if args.command == "circle" and args.circle_command == "wait":
+        result = call(
+            data_dir,
+            "circle.wait",
+            timeout=args.timeout + 10,
+            circle=args.circle,
+            until=args.until,
+            seconds=args.timeout,
+        )
+        return _out(args, result, _print_summary)
     if args.command == "circle":
         return _out(args, call(data_dir, "circle.show", circle=args.circle), _print_details)
     if args.command == "pledge":

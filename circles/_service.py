@@ -142,6 +142,32 @@ class Service:
         found = self._circle(circle)
         return self._details(found)
 
+    async def op_circle_wait(
+        self, circle: str, until: str = "known", seconds: float = 60.0
+    ) -> dict[str, Any]:
+        """Wait until a circle is known, or has a status ("quorum", "closed", ...)."""
+        statuses = {s.value for s in protocol.CircleStatus}
+        if until != "known" and until not in statuses:
+            raise ServiceError(
+                f"cannot wait for {until!r}; use known or {', '.join(sorted(statuses))}",
+                reason="bad-arguments",
+            )
+
+        def ready() -> bool:
+            try:
+                found = self._circle(circle)
+            except ServiceError as exc:
+                if exc.reason == "unknown-circle":
+                    return False
+                raise
+            return until == "known" or self.node.circle(found).status.value == until
+
+        with trio.move_on_after(seconds):
+            await self.node.wait_until(ready)
+        if not ready():
+            raise ServiceError(f"the circle was not {until} within {seconds:g} s", reason="timeout")
+        return self._summary(self._circle(circle))
+
     async def op_pledge(
         self, circle: str, quantity: int, max_price: str, tolerance: int = 0
     ) -> dict[str, Any]:
