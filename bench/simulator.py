@@ -57,7 +57,6 @@ def scenario_data(buyers: int) -> dict[str, Any]:
                 "capacity": 100_000,
                 "floor": 650,
                 "strategy": {"kind": "time-dependent", "e": 0.5},
-                "think_seconds": 60,
             }
         ],
         "formation": {

@@ -11,13 +11,15 @@ node's own code. Only the population is modelled here:
 * buyers arrive (Poisson or all at once) in places; an arrival founds a circle
   when its place has fewer than ``open_per_place`` forming and quota remains,
   otherwise joins one (``join`` rule), connecting to the founder and pledging
-  its demand at its reservation price;
+  its demand at its reservation price; a circle stops admitting arrivals once
+  its pledges cover its target and it starts haggling;
 * once a circle's pledges cover its target, the founder haggles with every
-  vendor serving the place at once (a reverse auction), each negotiation a
-  :class:`protocol.Negotiation` whose moves travel as requests over the
-  network (:mod:`circles.sim._desk`); the cheapest agreement whose vendor still
-  has capacity wins, that vendor publishes an offer at the agreed price, and
-  the nodes do the rest.
+  vendor serving the place at once (a reverse auction) with
+  :func:`circles.negotiate` against each vendor's :class:`circles.VendorDesk`
+  (the production haggling code; moves travel as requests over the network);
+  each vendor that agrees publishes an offer at the agreed price, the
+  circle's rules clear at the cheapest, and the nodes assemble the
+  certificate and countersign the deal.
 
 Reproducibility: every population draw comes from ``random.Random`` seeded from
 the run's seed, in a fixed order; the network has its own seeded generator;
@@ -41,10 +43,11 @@ import trio.testing
 
 import protocol
 
+from .._haggle_vendor import VendorDesk
 from .._memnet import MemoryNetwork
 from .._node import Node, NodeError
 from .._transport import TransportError
-from ._desk import Outcome, VendorDesk, haggle
+from ._desk import Outcome, SimVendor, haggle
 from ._records import CircleRecord, SimulationResult
 from ._scenario import Scenario, VendorGroup
 from ._signatures import modelled_signatures
@@ -127,9 +130,9 @@ class _Circle:
     decided: bool = False
     pledges: int = 0
     joiners: int = 0
+    pending: int = 1  # arrivals placed here that have not pledged (or failed) yet
     quorum_at: float | None = None
     outcomes: list[Outcome] = field(default_factory=list)
-    winner: Outcome | None = None
     offers: int = 0
     record: CircleRecord | None = None
 
@@ -165,7 +168,7 @@ class _Simulation:
         }
         self.circles: list[_Circle] = []
         self.by_place: dict[str, list[_Circle]] = {p: [] for p in places}
-        self.desks: dict[str, list[VendorDesk]] = {p: [] for p in places}
+        self.desks: dict[str, list[SimVendor]] = {p: [] for p in places}
         self.unserved = 0
         self.arrived = 0
         self.arrivals_done = False
@@ -222,7 +225,9 @@ class _Simulation:
     def _clock(self) -> float:
         return EPOCH + trio.current_time()
 
-    async def _start_node(self, identity: protocol.Identity, *, vendor: bool) -> Node:
+    async def _start_node(
+        self, identity: protocol.Identity, *, vendor: SimVendor | None = None
+    ) -> Node:
         network = self.scenario.network
         node = Node(
             identity,
@@ -230,11 +235,11 @@ class _Simulation:
             transport=self.network.open_transport,
             clock=self._clock,
             sync_interval=network.sync_interval_seconds,
-            auto_countersign=vendor,
+            auto_countersign=vendor is not None,
             tick=network.tick_seconds,
             memory_store=True,
         )
-        started: Node = await self.nursery.start(_host, node)
+        started: Node = await self.nursery.start(_host, node, vendor)
         self.nodes.append(started)
         return started
 
@@ -242,9 +247,9 @@ class _Simulation:
         for i in range(group.count):
             place = group.places[i % len(group.places)]
             identity = _identity(self.seed, f"vendor:{group_index}:{i}")
-            node = await self._start_node(identity, vendor=True)
-            desk = VendorDesk(node, group, name=f"{group.name}-{i}")
-            self.desks[place].append(desk)
+            vendor = SimVendor(group, name=f"{group.name}-{i}")
+            vendor.node = await self._start_node(identity, vendor=vendor)
+            self.desks[place].append(vendor)
 
     # ------------------------------------------------------------ arrivals
     async def _arrivals(self) -> None:
@@ -284,10 +289,18 @@ class _Simulation:
         else:
             chosen = open_[0]
         chosen.joiners += 1
+        chosen.pending += 1
         return chosen
 
     async def _buyer(self, buyer: _Buyer, circle: _Circle) -> None:
-        node = await self._start_node(_identity(self.seed, f"buyer:{buyer.index}"), vendor=False)
+        try:
+            await self._take_part(buyer, circle)
+        finally:
+            circle.pending -= 1
+            self._signal()
+
+    async def _take_part(self, buyer: _Buyer, circle: _Circle) -> None:
+        node = await self._start_node(_identity(self.seed, f"buyer:{buyer.index}"))
         buyer.node = node
         formation = self.scenario.formation
         if circle.founder is buyer:
@@ -324,6 +337,12 @@ class _Simulation:
         desks = self.desks[place]
         return desks[0].group.currency if desks else "EUR"
 
+    def _vendor_of(self, key: bytes, place: str) -> SimVendor | None:
+        for vendor in self.desks[place]:
+            if vendor.node is not None and vendor.node.public_key == key:
+                return vendor
+        return None
+
     # -------------------------------------------------------------- circles
     async def _circle(self, circle: _Circle) -> None:
         founder = circle.founder.node
@@ -336,6 +355,12 @@ class _Simulation:
         with trio.move_on_at(deadline - talk - 60):
             await founder.wait_until(lambda: state.progress()[0] >= circle.target)
         if state.progress()[0] >= circle.target and self.desks[circle.place]:
+            # The circle stops admitting members when it starts haggling, and
+            # waits for the pledges of those already on their way: the desk
+            # offers exactly the quantity agreed, so the pledges must hold still.
+            circle.accepting = False
+            while circle.pending:
+                await self.changed.wait()
             await self._auction(circle, founder)
         with trio.move_on_at(deadline):
             await founder.wait_until(lambda: state.status is not protocol.CircleStatus.FORMING)
@@ -347,6 +372,10 @@ class _Simulation:
             protocol.CircleStatus.CANCELLED,
         )
         await founder.wait_until(lambda: state.status in final)
+        if state.deal is not None:
+            winner = self._vendor_of(state.deal.signer, circle.place)
+            if winner is not None:
+                winner.capacity_left -= state.deal.message.total
         circle.accepting = False
         circle.decided = True
         circle.record = self._record(circle)
@@ -358,37 +387,21 @@ class _Simulation:
             target=circle.target,
             demand=tuple((p, u) for p, u in _pairs(state.demand_curve())),
         )
-        desks = self.desks[circle.place]
-        outcomes: list[Outcome | None] = [None] * len(desks)
+        vendors = self.desks[circle.place]
+        outcomes: list[Outcome | None] = [None] * len(vendors)
 
-        async def ask(i: int, desk: VendorDesk) -> None:
+        async def ask(i: int, vendor: SimVendor) -> None:
             outcomes[i] = await haggle(
-                founder, desk, circle.id, mandate=mandate, formation=self.scenario.formation
+                founder, vendor, circle.id, mandate=mandate, formation=self.scenario.formation
             )
 
+        # A reverse auction: every vendor of the place at once. Each that agrees
+        # publishes its offer; the circle's rules clear at the cheapest.
         async with trio.open_nursery() as auction:
-            for i, desk in enumerate(desks):
-                auction.start_soon(ask, i, desk)
+            for i, vendor in enumerate(vendors):
+                auction.start_soon(ask, i, vendor)
         circle.outcomes = [o for o in outcomes if o is not None]
-        agreed = sorted(
-            (o for o in circle.outcomes if o.price is not None),
-            key=lambda o: (o.price, o.desk.name),
-        )
-        for outcome in agreed:
-            assert outcome.price is not None
-            offer = await outcome.desk.sell(
-                circle.id,
-                founder,
-                quantity=circle.target,
-                price=outcome.price,
-                units=state.demand(outcome.price),
-                valid_until=int(state.deadline + 3600),
-            )
-            if offer:
-                circle.offers += 1
-                circle.winner = outcome
-                circle.accepting = False
-                return
+        circle.offers = sum(o.price is not None for o in circle.outcomes)
 
     def _record(self, circle: _Circle) -> CircleRecord:
         founder = circle.founder.node
@@ -402,10 +415,13 @@ class _Simulation:
             protocol.CircleStatus.CANCELLED: "cancelled",
         }.get(status, "open")
         deal = state.deal
-        winner = circle.winner if deal is not None else None
-        shown = winner or max(circle.outcomes, key=lambda o: (o.rounds, o.desk.name), default=None)
+        vendor = self._vendor_of(deal.signer, circle.place) if deal is not None else None
+        winner = next((o for o in circle.outcomes if o.vendor is vendor), None)
+        shown = winner or max(
+            circle.outcomes, key=lambda o: (o.rounds, o.vendor.name), default=None
+        )
         price = deal.message.unit_price if deal is not None else None
-        list_price = winner.desk.group.list_price if winner is not None else None
+        list_price = vendor.group.list_price if vendor is not None else None
         negotiation_moves = sum(o.moves for o in circle.outcomes)
         messages = (
             1
@@ -431,7 +447,7 @@ class _Simulation:
                 if price is not None and list_price is not None
                 else None
             ),
-            vendor=winner.desk.name if winner is not None else "",
+            vendor=vendor.name if vendor is not None else "",
             messages=messages,
             rounds=shown.rounds if shown is not None else 0,
             price_path=shown.path if shown is not None else (),
@@ -485,7 +501,13 @@ def _empty_record(circle: _Circle) -> CircleRecord:
     )
 
 
-async def _host(node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def _host(
+    node: Node, vendor: SimVendor | None, *, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
     async with node:
-        task_status.started(node)
-        await trio.sleep_forever()
+        if vendor is None:
+            task_status.started(node)
+            await trio.sleep_forever()
+        async with VendorDesk(node, strategy_for=vendor.strategy_for, bid_auctions=False):
+            task_status.started(node)
+            await trio.sleep_forever()

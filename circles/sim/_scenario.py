@@ -156,8 +156,6 @@ class VendorGroup:
     """Units each vendor can sell over the whole run."""
     strategy: StrategySpec
     """How the vendor haggles: from the tier price for the quantity down to ``floor``."""
-    think_seconds: int
-    """Seconds a vendor takes over each move."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,7 +181,7 @@ class Formation:
     negotiation_minutes: float
     """How long one negotiation may last."""
     think_seconds: int
-    """Seconds the circle's negotiator takes over each move."""
+    """Seconds the circle's negotiator waits before each move (vendors answer at once)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -363,7 +361,6 @@ def _vendor_group(t: _Table, index: int, places: tuple[str, ...]) -> VendorGroup
         tiers=tuple(tiers),
         capacity=t.integer("capacity", low=1),
         strategy=_strategy(t, "strategy"),
-        think_seconds=t.integer("think_seconds", default=30, low=1),
     )
     t.done()
     return group

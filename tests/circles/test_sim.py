@@ -57,6 +57,13 @@ def small(**changes: Any) -> dict[str, Any]:
     return data
 
 
+def small_town_text() -> str:
+    """The small-town scenario cut down: 20 buyers, a 3-hour pledge window."""
+    text = (EXAMPLES / "small_town.toml").read_text()
+    text = text.replace("count = 60", "count = 20")
+    return text.replace("pledge_window_hours = 24", "pledge_window_hours = 3")
+
+
 def outputs(tmp_path: Path, name: str, seed: int) -> tuple[bytes, bytes]:
     result = sim.run(sim.parse_scenario(small()), seed=seed)
     out = tmp_path / name
@@ -160,9 +167,7 @@ def test_the_command_writes_csv_json_and_plots(
 ) -> None:
     pytest.importorskip("matplotlib")
     scenario = tmp_path / "s.toml"
-    scenario.write_text(
-        (EXAMPLES / "small_town.toml").read_text().replace("count = 60", "count = 20")
-    )
+    scenario.write_text(small_town_text())
     status = cli_main(
         [
             "simulate",
@@ -215,9 +220,7 @@ def test_separate_processes_with_different_hash_seeds_write_identical_bytes(
     import sys
 
     scenario = tmp_path / "s.toml"
-    scenario.write_text(
-        (EXAMPLES / "small_town.toml").read_text().replace("count = 60", "count = 20")
-    )
+    scenario.write_text(small_town_text())
     outputs = []
     for hash_seed in ("1", "2"):
         out = tmp_path / f"out{hash_seed}"
