@@ -26,7 +26,7 @@ Catalog (TOML)::
     match = ["coffee", "arabica"]
     currency = "EUR"
     list_price = "24.00"
-    floor = "17.00"            # never offered below this
+    floor = "17.00"            # never offered below this (default: the lowest tier price)
     capacity = 200
     tiers = [[10, "21.00"], [30, "19.00"]]
     terms = "delivered within 7 days, pay on delivery"
@@ -157,7 +157,6 @@ def _product(entry: Any, where: str) -> Product:
         name = str(entry["name"])
         currency = str(entry["currency"])
         list_price = parse_money(str(entry["list_price"]), currency)
-        floor = parse_money(str(entry.get("floor", entry["list_price"])), currency)
         capacity = int(entry["capacity"])
         tiers = tuple((int(q), parse_money(str(p), currency)) for q, p in entry.get("tiers", ()))
         match = tuple(str(w).lower() for w in entry.get("match", [name]))
@@ -173,6 +172,10 @@ def _product(entry: Any, where: str) -> Product:
         ) from None
     quantities = [1, *(q for q, _ in tiers)]
     prices = [list_price, *(p for _, p in tiers)]
+    try:
+        floor = parse_money(str(entry["floor"]), currency) if "floor" in entry else min(prices)
+    except MoneyError as exc:
+        raise CatalogError(f"{where}: {exc}") from None
     if quantities != sorted(set(quantities)) or prices != sorted(set(prices), reverse=True):
         raise CatalogError(
             f"{where}: tiers need growing quantities above 1 and prices falling below the "

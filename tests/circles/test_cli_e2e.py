@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -52,6 +53,14 @@ def run_json(*args: str, timeout: float = 90) -> Any:
     return json.loads(run(*args, "--json", timeout=timeout).stdout)
 
 
+def first_line(proc: subprocess.Popen[str], *, timeout: float) -> str:
+    """The first line a subprocess prints, waiting at most ``timeout`` seconds."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, "the vendor printed nothing in time"
+    return proc.stdout.readline()
+
+
 @pytest.fixture
 def dirs(tmp_path: Path) -> Iterator[dict[str, Path]]:
     # Short names: a UNIX socket path must stay under ~100 bytes.
@@ -62,7 +71,7 @@ def dirs(tmp_path: Path) -> Iterator[dict[str, Path]]:
 
 
 @pytest.fixture
-def vendor(dirs: dict[str, Path], tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+def vendor(dirs: dict[str, Path], tmp_path: Path) -> Iterator[Any]:
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG, encoding="utf-8")
     process: list[subprocess.Popen[str]] = []
@@ -76,7 +85,7 @@ def vendor(dirs: dict[str, Path], tmp_path: Path) -> Iterator[subprocess.Popen[s
         process.append(proc)
         return proc
 
-    yield start  # type: ignore[misc]
+    yield start
     for proc in process:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -94,8 +103,7 @@ def test_two_members_and_a_vendor_close_a_deal_and_rate_it(
     assert os.stat(Path(ann) / "control.sock").st_mode & 0o777 == 0o600
     bob_addr = run_json("up", "--data-dir", bob, *LOOPBACK, "--bootstrap", ann_addr)["addresses"][0]
     proc = vendor(ann_addr, bob_addr)
-    assert proc.stdout is not None
-    shop_status = json.loads(proc.stdout.readline())
+    shop_status = json.loads(first_line(proc, timeout=60))
     assert shop_status["vendor"] is True
     assert shop_status["peers"] == 2
 
