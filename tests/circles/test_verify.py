@@ -166,7 +166,7 @@ def test_cache_answers_seen_bytes_without_verifying(monkeypatch: pytest.MonkeyPa
     first = cache.decode(VALID[0])
     # Were the signature checked again, this would raise.
     monkeypatch.setattr(
-        "circles._verify.decode", lambda data: pytest.fail("verified a seen envelope again")
+        "circles._seen_cache.decode", lambda data: pytest.fail("verified a seen envelope again")
     )
     assert cache.decode(VALID[0]) is first
     assert cache.get(VALID[0]) is first
