@@ -26,12 +26,11 @@ it. Run the vendor's node with ``auto_countersign=True`` (or countersign
 certificates yourself) to sign the deal.
 
 With ``bid_auctions`` the desk also answers requests for quote published on
-the topics of circles the node follows (reverse auctions): it bids the
-opening price of its strategy as an offer on the circle's topic before the
-request's ``respond_by``.
+the topics of circles the node follows (reverse auctions) with the opening
+price of its strategy (see :mod:`circles._haggle_bidder`).
 
 The vendor's machine does not enforce the circle's mandate (the vendor cannot
-see which pledges the circle counts): it takes a mandate that covers any
+tell which pledges the circle counts): it takes a mandate that covers any
 price, and the circle's own machine and the certificate rules hold the line.
 """
 
@@ -42,12 +41,11 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
 import protocol
-from protocol import Mandate, Negotiation, Party, QuoteRequest
+from protocol import Negotiation, QuoteRequest
 
 from ._haggle import (
     MAX_MOVE_SIZE,
@@ -56,11 +54,10 @@ from ._haggle import (
     encode_over,
     encode_refused,
     encode_reply_move,
-    stored_envelope,
 )
+from ._haggle_bidder import Bidder, permissive_mandate
 from ._node import Node, NodeError
-from ._node_events import CircleUpdated
-from ._strategies import Action, Negotiator, SessionView, Strategy, StrategyError
+from ._strategies import Negotiator, Strategy, StrategyError
 from ._topics import NEGOTIATE_PROTOCOL
 from ._transport import PeerId, public_key_of
 
@@ -70,8 +67,6 @@ log = logging.getLogger("circles.haggle")
 
 StrategyFor = Callable[[protocol.Envelope[QuoteRequest]], Strategy | None]
 """Chooses the vendor's strategy for a request for quote; None declines it."""
-
-_MAX_PRICE = 10**15
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,10 +103,6 @@ class _Session:
     peer: PeerId
     last_move: bytes = b""
     reply: bytes = b""
-
-
-def _permissive(request: QuoteRequest) -> Mandate:
-    return Mandate(target=request.quantity, demand=((_MAX_PRICE, request.quantity),))
 
 
 class VendorDesk:
@@ -165,11 +156,19 @@ class VendorDesk:
         self._sessions: dict[bytes, _Session] = {}
         self._opening: dict[bytes, PeerId] = {}
         self._ended: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
-        self._bid_on: OrderedDict[bytes, None] = OrderedDict()
+        self._bidder = Bidder(
+            node,
+            self._strategy_for,
+            max_open_per_signer=max_sessions_per_peer,
+            max_duration=max_duration,
+            valid_for=offer_valid_for,
+            remember=self._remember,
+            terms=terms,
+        )
         self._agreements: list[protocol.Agreement] = []
         self._nursery: trio.Nursery | None = None
         self._stack: contextlib.AsyncExitStack | None = None
-        self._counts = dict.fromkeys(("opened", "answered", "refused", "bids", "errors"), 0)
+        self._counts = dict.fromkeys(("opened", "answered", "refused", "errors"), 0)
 
     # ------------------------------------------------------------------ life
     async def __aenter__(self) -> VendorDesk:
@@ -181,7 +180,7 @@ class VendorDesk:
             stack.callback(self._nursery.cancel_scope.cancel)
             stack.callback(self._unserve)
             if self._bid_auctions:
-                self._nursery.start_soon(self._watch_auctions, self.node.events())
+                self._nursery.start_soon(self._bidder.run, self.node.events(), self._nursery)
             self._nursery.start_soon(self._sweep)
             self.node.transport.set_handler(
                 NEGOTIATE_PROTOCOL, self._handle, max_request=MAX_MOVE_SIZE + 64
@@ -215,6 +214,7 @@ class VendorDesk:
         return DeskStatistics(
             open_sessions=len(self._sessions),
             agreements=len(self._agreements),
+            bids=self._bidder.bids,
             **self._counts,
         )
 
@@ -297,7 +297,9 @@ class VendorDesk:
                 raise _Refusal("unknown-circle", "no peer gave us the circle's charter")
         finally:
             del self._opening[session_id]
-        negotiation = Negotiation(move, vendor=self.node.public_key, mandate=_permissive(body))
+        negotiation = Negotiation(
+            move, vendor=self.node.public_key, mandate=permissive_mandate(body)
+        )
         strategy = self._strategy_for(rfq)
         player = (
             None
@@ -410,55 +412,3 @@ class VendorDesk:
             )
         except (NodeError, protocol.ProtocolError) as exc:
             log.warning("could not publish the agreed offer: %s", exc)
-
-    # ------------------------------------------------------------- auctions
-    async def _watch_auctions(self, events: Any) -> None:
-        async with events:
-            async for event in events:
-                if not isinstance(event, CircleUpdated):
-                    continue
-                refused = event.event
-                if not isinstance(refused, protocol.Refused) or refused.kind != "rfq":
-                    continue
-                if refused.message in self._bid_on:
-                    continue
-                self._bid_on[refused.message] = None
-                while len(self._bid_on) > self._remember:
-                    self._bid_on.popitem(last=False)
-                data = stored_envelope(self.node, refused.message)
-                if data is not None:
-                    await self._bid(data)
-
-    async def _bid(self, data: bytes) -> None:
-        try:
-            rfq = protocol.decode_as(data, QuoteRequest)
-        except protocol.ProtocolError:
-            return
-        body = rfq.message
-        now = self.node.now()
-        if body.vendor is not None or rfq.signer == self.node.public_key:
-            return  # addressed to one vendor: that one negotiates directly
-        if now >= body.respond_by or body.deadline - now > self._max_duration:
-            return
-        strategy = self._strategy_for(rfq)
-        if strategy is None:
-            return
-        negotiation = Negotiation(data, vendor=self.node.public_key, mandate=_permissive(body))
-        move = strategy.move(SessionView(negotiation, Party.VENDOR), now)
-        price = move.unit_price
-        if move.action is not Action.PROPOSE or price is None or price < strategy.reservation:
-            return
-        try:
-            await self.node.offer(
-                body.circle,
-                product=body.product,
-                tiers=[(1, price)],
-                capacity=body.quantity,
-                valid_until=max(body.deadline, now) + self._valid_for,
-                terms=self._terms,
-                in_reply_to=rfq.id,
-            )
-        except (NodeError, protocol.ProtocolError) as exc:
-            log.warning("could not bid in the auction: %s", exc)
-            return
-        self._counts["bids"] += 1

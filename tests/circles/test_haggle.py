@@ -30,6 +30,7 @@ from circles import (
     auction_result,
     negotiate,
     quote_requests,
+    request_quotes,
     reverse_auction,
 )
 from circles._haggle import (
@@ -554,3 +555,24 @@ async def test_a_vendor_without_a_desk_or_that_declines_ends_the_session_cleanly
             VendorDesk(vendor, strategy=strategy, strategy_for=decline)
         with pytest.raises(circles.HaggleError):
             await negotiate(alice, circle, b"short", strategy=strategy)
+
+
+async def test_a_desk_bids_on_a_few_open_auctions_per_signer_only(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    network = MemoryNetwork(seed=7, latency=0.01)
+    async with memory_nodes(tmp_path, network, 1, 1) as (alice, vendor):
+        circle = await circle_with_pledges([alice, vendor], [(10, 5000)])
+        strategy = TakeItOrLeaveIt(reservation=4000, price=4500)
+        async with VendorDesk(vendor, strategy=strategy, max_sessions_per_peer=2) as desk:
+            with trio.fail_after(600):
+                for n in range(4):
+                    await request_quotes(alice, circle, respond_within=30, product=f"lot {n}")
+                await vendor.wait_until(lambda: len(quote_requests(vendor, circle)) == 4)
+                await trio.sleep(5)
+                assert desk.statistics().bids == 2
+                # Once those auctions close, the same signer may run new ones.
+                await trio.sleep(40)
+                await request_quotes(alice, circle, respond_within=30, product="lot 5")
+                await trio.sleep(5)
+                assert desk.statistics().bids == 3

@@ -1,0 +1,158 @@
+"""The vendor desk's auction bidder: answers requests for quote published on circle topics.
+
+Theory of operation: the node stores every request for quote that arrives on
+the topic of a circle it follows (circle state refuses it as
+``not-circle-state`` and the node reports that as an event). The bidder
+watches those events and, for each open request addressed to no vendor in
+particular (a reverse auction), asks the desk's strategy for its opening move
+and signs that price as an ordinary offer for the circle, dated before the
+request's ``respond_by``.
+
+Bids are sealed: each is published on the circle's topic only at
+``respond_by``. An offer on the topic is live at once, and a circle whose
+pledges already clear it assembles a certificate within moments, so a bid
+published early could close a deal before lower bids arrive; published
+together, the bids land within a gossip round of each other. (A circle-state
+rule holding certificates until an open auction closes would remove the
+remaining race; see docs/haggling.md.) Requests cost a bid each, so each
+signer may hold only a few auctions open with this vendor at a time, and
+every request is bid on at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+
+import trio
+
+import protocol
+from protocol import Mandate, Negotiation, Party, QuoteRequest
+
+from ._haggle import stored_envelope
+from ._node import EventStream, Node
+from ._node_events import CircleUpdated
+from ._strategies import Action, SessionView, Strategy
+from ._topics import circle_topic
+from ._transport import TransportError
+
+__all__ = ["Bidder", "permissive_mandate"]
+
+log = logging.getLogger("circles.haggle")
+
+_MAX_PRICE = 10**15
+
+
+def permissive_mandate(request: QuoteRequest) -> Mandate:
+    """A mandate covering any price: the vendor's machines leave the mandate to the circle."""
+    return Mandate(target=request.quantity, demand=((_MAX_PRICE, request.quantity),))
+
+
+class Bidder:
+    """Bids the strategy's opening price on every open reverse auction the node hears."""
+
+    def __init__(
+        self,
+        node: Node,
+        strategy_for: Callable[[protocol.Envelope[QuoteRequest]], Strategy | None],
+        *,
+        max_open_per_signer: int,
+        max_duration: int,
+        valid_for: int,
+        remember: int,
+        terms: str,
+    ) -> None:
+        self.node = node
+        self._strategy_for = strategy_for
+        self._max_open = max_open_per_signer
+        self._max_duration = max_duration
+        self._valid_for = valid_for
+        self._remember = remember
+        self._terms = terms
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        # Per request signer: the respond_by of each auction bid on and still open.
+        self._open: dict[bytes, list[int]] = {}
+        self.bids = 0
+
+    async def run(self, events: EventStream, nursery: trio.Nursery) -> None:
+        """Bid on each request for quote the node reports, until cancelled.
+
+        Sealed bids wait in ``nursery`` until their auction's ``respond_by``.
+        """
+        async with events:
+            async for event in events:
+                if not isinstance(event, CircleUpdated):
+                    continue
+                refused = event.event
+                if not isinstance(refused, protocol.Refused) or refused.kind != "rfq":
+                    continue
+                if refused.message in self._seen:
+                    continue
+                self._seen[refused.message] = None
+                while len(self._seen) > self._remember:
+                    self._seen.popitem(last=False)
+                data = stored_envelope(self.node, refused.message)
+                bid = None if data is None else self.bid(data)
+                if bid is not None:
+                    nursery.start_soon(self._publish_at, *bid)
+
+    def _room_for(self, signer: bytes, now: int) -> bool:
+        still_open = [t for t in self._open.get(signer, ()) if t > now]
+        if still_open:
+            self._open[signer] = still_open
+        else:
+            self._open.pop(signer, None)
+        return len(still_open) < self._max_open
+
+    def bid(self, data: bytes) -> tuple[bytes, bytes, int] | None:
+        """A sealed bid on one request for quote: (circle, offer envelope, publish at), or None.
+
+        None when the request is no open auction we take part in.
+        """
+        try:
+            rfq = protocol.decode_as(data, QuoteRequest)
+        except protocol.ProtocolError:
+            return None
+        body = rfq.message
+        now = self.node.now()
+        if body.vendor is not None or rfq.signer == self.node.public_key:
+            return None  # addressed to one vendor: that one negotiates directly
+        if now >= body.respond_by or body.deadline - now > self._max_duration:
+            return None
+        if not self._room_for(rfq.signer, now):
+            log.info("too many open auctions from one signer; not bidding")
+            return None
+        strategy = self._strategy_for(rfq)
+        if strategy is None:
+            return None
+        session = Negotiation(data, vendor=self.node.public_key, mandate=permissive_mandate(body))
+        move = strategy.move(SessionView(session, Party.VENDOR), now)
+        price = move.unit_price
+        if move.action is not Action.PROPOSE or price is None or price < strategy.reservation:
+            return None
+        offer = protocol.Offer(
+            circle=body.circle,
+            product=body.product,
+            currency=body.currency,
+            list_price=price,
+            tiers=(protocol.Tier(min_quantity=1, unit_price=price),),
+            capacity=body.quantity,
+            valid_until=max(body.deadline, now) + self._valid_for,
+            terms=self._terms,
+            loyalty=(),
+            in_reply_to=rfq.id,
+            created=now,
+        )
+        self._open.setdefault(rfq.signer, []).append(body.respond_by)
+        self.bids += 1
+        return body.circle, protocol.seal(offer, self.node.identity).data, body.respond_by
+
+    async def _publish_at(self, circle: bytes, offer: bytes, when: int) -> None:
+        while self.node.now() < when:
+            await trio.sleep(max(0.05, when - self.node.now()))
+        try:
+            # Our own subscription delivers it back: the node stores it as its own offer.
+            await self.node.transport.publish(circle_topic(circle), offer)
+        except TransportError as exc:
+            log.warning("could not publish an auction bid: %s", exc)
