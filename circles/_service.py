@@ -316,6 +316,7 @@ class Service:
         live = state.live_pledges()
         details = self._summary(circle)
         details["me"] = self.node.public_key.hex()
+        details["members"] = [key.hex() for key in state.members()]
         details["pledges"] = [
             {
                 "member": member.hex(),

@@ -168,7 +168,7 @@ def test_commands_without_a_node_say_how_to_start_one(tmp_path: Path) -> None:
     assert run_json("down", "--data-dir", str(tmp_path / "none")) == {"stopped": False}
 
 
-def test_a_bad_price_is_refused_before_any_node_is_asked(tmp_path: Path) -> None:
+def test_one_member_founds_invites_and_gets_clear_refusals(tmp_path: Path) -> None:
     data_dir = str(tmp_path / "n")
     up = run_json("up", "--data-dir", data_dir, *LOOPBACK)
     try:
@@ -187,5 +187,22 @@ def test_a_bad_price_is_refused_before_any_node_is_asked(tmp_path: Path) -> None
         assert "already running" in second.stderr
         listed = run_json("circle", "list", "--data-dir", data_dir)
         assert [(c["title"], c["joined"]) for c in listed] == [("Rice", True)]
+
+        club = run_json(
+            "circle", "new", "--data-dir", data_dir, "--what", "Club jerseys", "--unit", "shirt",
+            "--target", "5", "--currency", "BHD", "--deadline", "3d", "--invite-only",
+            "--ceiling", "12.5",
+        )  # fmt: skip
+        assert club["invite_only"] and club["ceiling"] == 12500
+        friend = "ab" * 32
+        assert (
+            friend not in run_json("circle", "show", club["id"], "--data-dir", data_dir)["members"]
+        )
+        invited = run_json("invite", club["id"][:8], friend, "--data-dir", data_dir)
+        assert invited["invitee"] == friend
+        shown = run_json("circle", "show", club["id"], "--data-dir", data_dir)
+        assert friend in shown["members"]
+        bad_key = run("invite", club["id"], "abc", "--data-dir", data_dir, check=False)
+        assert "keys are 64 hex characters" in bad_key.stderr
     finally:
         run("down", "--data-dir", data_dir, check=False)
