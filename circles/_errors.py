@@ -7,7 +7,8 @@
     ├── StoreError: the store cannot be opened or written (circles._store)
     ├── TransportError: the network cannot do what was asked (circles._transport)
     │   └── RequestFailed: a direct request got no valid response
-    └── NodeError: a node call that cannot be done as asked (circles._node)
+    ├── NodeError: a node call that cannot be done as asked (circles._node)
+    └── HaggleError: a negotiation frame or move refused (circles._haggle)
 
 Each carries a machine-readable ``reason``; each module defines its own
 errors next to the code that raises them, all under this one root.
