@@ -7,6 +7,7 @@ the countersigning (``auto_countersign``); this task only decides offers.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -41,9 +42,15 @@ async def run_vendor(
                 await _consider(node, catalog, circle, last, on_offer)
             except (NodeError, protocol.ProtocolError) as exc:
                 log.info("no offer to %s: %s", circle.hex()[:12], exc)
-        # Woken by any change (a new charter, a pledge), or by the clock for concessions.
+        # Woken by the next change (a new charter, a pledge), or by the clock for concessions:
+        # the predicate is false when first checked and true once anything has changed.
         with trio.move_on_after(tick):
-            await node.wait_until(lambda: False)
+            await node.wait_until(_after_first_check())
+
+
+def _after_first_check() -> Callable[[], bool]:
+    checks = iter((False,))
+    return lambda: next(checks, True)
 
 
 async def _consider(
