@@ -24,6 +24,7 @@ from ._node import Node
 from ._receipts import RECEIPT_PROTOCOL, RECEIPTS_TOPIC, ReceiptBook, verified_deals
 from ._topics import circle_topic
 from ._transport import PeerId, RequestFailed, Verdict, peer_id_of
+from ._views import circle_details, circle_summary
 
 __all__ = ["Service", "ServiceError"]
 
@@ -133,14 +134,14 @@ class Service:
             tags=tags or (),
             invite_only=invite_only,
         )
-        return self._summary(circle)
+        return circle_summary(self.node, circle)
 
     async def op_circle_list(self) -> list[dict[str, Any]]:
-        return [self._summary(c) for c in self.node.circles()]
+        return [circle_summary(self.node, c) for c in self.node.circles()]
 
     async def op_circle_show(self, circle: str) -> dict[str, Any]:
         found = self._circle(circle)
-        return self._details(found)
+        return circle_details(self.node, self.receipts, found)
 
     async def op_circle_wait(
         self, circle: str, until: str = "known", seconds: float = 60.0
@@ -166,7 +167,7 @@ class Service:
             await self.node.wait_until(ready)
         if not ready():
             raise ServiceError(f"the circle was not {until} within {seconds:g} s", reason="timeout")
-        return self._summary(self._circle(circle))
+        return circle_summary(self.node, self._circle(circle))
 
     async def op_pledge(
         self, circle: str, quantity: int, max_price: str, tolerance: int = 0
@@ -178,12 +179,20 @@ class Service:
         envelope = await self.node.pledge(
             found, quantity, max_price=parse_money(max_price, currency), tolerance=tolerance
         )
-        return {"pledge": envelope.id.hex(), "seq": envelope.message.seq, **self._summary(found)}
+        return {
+            "pledge": envelope.id.hex(),
+            "seq": envelope.message.seq,
+            **circle_summary(self.node, found),
+        }
 
     async def op_withdraw(self, circle: str) -> dict[str, Any]:
         found = self._circle(circle)
         envelope = await self.node.withdraw(found)
-        return {"pledge": envelope.id.hex(), "seq": envelope.message.seq, **self._summary(found)}
+        return {
+            "pledge": envelope.id.hex(),
+            "seq": envelope.message.seq,
+            **circle_summary(self.node, found),
+        }
 
     async def op_invite(self, circle: str, key: str) -> dict[str, Any]:
         found = self._circle(circle)
@@ -286,118 +295,9 @@ class Service:
             except protocol.ProtocolError as exc:
                 log.debug("ignored a receipt: %s", exc.reason)
 
-    # -------------------------------------------------------------- views
-    def _summary(self, circle: bytes) -> dict[str, Any]:
-        state: Any = self.node.circle(circle)
-        charter: protocol.Charter = state.charter.message
-        pledged, target = state.progress()
-        best = state.best_offer
-        return {
-            "id": circle.hex(),
-            "title": charter.title,
-            "unit": charter.unit,
-            "currency": charter.currency,
-            "target": target,
-            "pledged": pledged,
-            "ceiling": charter.ceiling,
-            "deadline": charter.deadline,
-            "place": charter.place,
-            "invite_only": charter.invite_only,
-            "status": state.status.value,
-            "joined": circle in self.node.joined(),
-            "founder": state.charter.signer.hex(),
-            "best_price": best.unit_price if best is not None else None,
-            "deal": state.deal.id.hex() if state.deal is not None else None,
-        }
 
-    def _details(self, circle: bytes) -> dict[str, Any]:
-        state: Any = self.node.circle(circle)
-        envelopes = self.node.envelopes(circle)
-        live = state.live_pledges()
-        details = self._summary(circle)
-        details["me"] = self.node.public_key.hex()
-        details["members"] = [key.hex() for key in state.members()]
-        details["pledges"] = [
-            {
-                "member": member.hex(),
-                "pledge": env.id.hex(),
-                "seq": env.message.seq,
-                "quantity": env.message.quantity,
-                "max_price": env.message.max_price,
-                "tolerance": env.message.tolerance,
-            }
-            for member, env in sorted(live.items())
-        ]
-        details["demand_curve"] = [list(point) for point in state.demand_curve()]
-        details["offers"] = [
-            {
-                "offer": e.id.hex(),
-                "vendor": e.signer.hex(),
-                "product": e.message.product,
-                "list_price": e.message.list_price,
-                "tiers": [[t.min_quantity, t.unit_price] for t in e.message.tiers],
-                "capacity": e.message.capacity,
-                "valid_until": e.message.valid_until,
-                "terms": e.message.terms,
-            }
-            for e in envelopes
-            if isinstance(e.message, protocol.Offer)
-        ]
-        details["negotiation"] = [
-            {"kind": e.message.kind, "signer": e.signer.hex(), **_move(e.message)}
-            for e in envelopes
-            if isinstance(
-                e.message,
-                protocol.QuoteRequest
-                | protocol.CounterOffer
-                | protocol.Accept
-                | protocol.Reject
-                | protocol.WalkAway,
-            )
-        ]
-        best = state.best_offer
-        details["clearing"] = (
-            None
-            if best is None
-            else {"offer": best.offer.hex(), "unit_price": best.unit_price, "total": best.total}
-        )
-        details["certificates"] = [
-            {
-                "certificate": c.id.hex(),
-                "signer": c.signer.hex(),
-                "unit_price": c.message.unit_price,
-            }
-            for c in self.node.certificates(circle)
-        ]
-        deal = state.deal
-        details["deal"] = (
-            None
-            if deal is None
-            else {
-                "deal": deal.id.hex(),
-                "vendor": deal.signer.hex(),
-                "unit_price": deal.message.unit_price,
-                "total": deal.message.total,
-                "certificate": deal.message.certificate.hex(),
-                "receipts": [
-                    {
-                        "member": r.signer.hex(),
-                        "fulfilled": r.message.fulfilled,
-                        "rating": r.message.rating,
-                    }
-                    for r in self.receipts.for_deal(deal.id)
-                ],
-            }
-        )
-        return details
-
-
-def _move(message: Any) -> dict[str, Any]:
-    return {
-        name: getattr(message, name)
-        for name in ("round", "unit_price", "quantity", "reason")
-        if isinstance(getattr(message, name, None), int | str)
-    }
+def _signed(envelope: protocol.Envelope[protocol.Pledge]) -> dict[str, Any]:
+    return {"pledge": envelope.id.hex(), "seq": envelope.message.seq}
 
 
 def _ids(node: Node, circle: bytes) -> set[bytes]:
