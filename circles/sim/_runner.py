@@ -131,6 +131,7 @@ class _Circle:
     pledges: int = 0
     joiners: int = 0
     pending: int = 1  # arrivals placed here that have not pledged (or failed) yet
+    units: int = 0  # units pledged by the members, as they pledged them
     quorum_at: float | None = None
     outcomes: list[Outcome] = field(default_factory=list)
     offers: int = 0
@@ -332,6 +333,7 @@ class _Simulation:
             self.unserved += 1
             return
         circle.pledges += 1
+        circle.units += buyer.demand
 
     def _currency(self, place: str) -> str:
         desks = self.desks[place]
@@ -361,6 +363,11 @@ class _Simulation:
             circle.accepting = False
             while circle.pending:
                 await self.changed.wait()
+            # Then it settles: the founder waits (at most two sync rounds) until it
+            # has heard every pledge made, which gossip loss may have delayed.
+            settle = 2 * self.scenario.network.sync_interval_seconds
+            with trio.move_on_after(settle):
+                await founder.wait_until(lambda: state.progress()[0] >= circle.units)
             await self._auction(circle, founder)
         with trio.move_on_at(deadline):
             await founder.wait_until(lambda: state.status is not protocol.CircleStatus.FORMING)
@@ -508,6 +515,11 @@ async def _host(
         if vendor is None:
             task_status.started(node)
             await trio.sleep_forever()
-        async with VendorDesk(node, strategy_for=vendor.strategy_for, bid_auctions=False):
+        # A vendor linked to many founders may need several sync round trips over
+        # a slow, lossy network to fetch a circle's charter: allow for it.
+        desk = VendorDesk(
+            node, strategy_for=vendor.strategy_for, bid_auctions=False, join_timeout=120.0
+        )
+        async with desk:
             task_status.started(node)
             await trio.sleep_forever()
