@@ -31,10 +31,16 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/protocol.py
+	$(PY) bench/circle.py
+	$(PY) bench/network.py
 
 fuzz: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[fuzz]'
 	$(PY) tests/fuzz/fuzz_decode.py -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus
+
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	$(VENV)/bin/mkdocs build --strict
 
 vectors: $(STAMP)
 	$(PY) scripts/make_vectors.py
