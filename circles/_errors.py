@@ -8,7 +8,13 @@
     ├── TransportError: the network cannot do what was asked (circles._transport)
     │   └── RequestFailed: a direct request got no valid response
     ├── NodeError: a node call that cannot be done as asked (circles._node)
-    └── HaggleError: a negotiation frame or move refused (circles._haggle)
+    ├── HaggleError: a negotiation frame or move refused (circles._haggle)
+    ├── StrategyError: a strategy asked for a move beyond its limits (circles._strategies)
+    ├── ControlError: the local control socket cannot be used (circles._control)
+    ├── ServiceError: a command the running node refused (circles._service)
+    ├── CatalogError: a vendor catalog file that is wrong (circles._vendor)
+    ├── MoneyError (also ValueError): a price that cannot be read exactly (circles._money)
+    └── ScenarioError (also ValueError): a simulation scenario that is wrong (circles.sim)
 
 Each carries a machine-readable ``reason``; each module defines its own
 errors next to the code that raises them, all under this one root.
