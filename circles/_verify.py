@@ -298,7 +298,11 @@ def _with_helper(
     # this thread checks from the front until they meet (phase 2).
     total = len(jobs)
     started = helper.start(jobs, workers - 1)
-    decoded = _decode_all(jobs)
+    try:
+        decoded = _decode_all(jobs)
+    except BaseException:
+        helper.close()
+        raise
     ids: list[bytes | None] = [None] * total
     counters = helper.counters
     buffer = ffi.new("unsigned char[]", MAX_ENVELOPE_SIZE)
@@ -308,15 +312,23 @@ def _with_helper(
     prefix = _SIGNED_PREFIX
     mine = 0
     if started:
-        while mine < counters[0]:
-            counters[1] = mine + 1
-            if type(decoded[mine]) is UnverifiedEnvelope:
-                data = jobs[mine]
-                signed = data[-64:] + prefix + data[2:-_TAIL]
-                if sign_open(buffer, null, signed, len(signed), data[-98:-66]) == 0:
-                    ids[mine] = blake2b(data, digest_size=32).digest()
-            mine += 1
-        low, answer = helper.finish(total)
+        finished = False
+        try:
+            while mine < counters[0]:
+                counters[1] = mine + 1
+                if type(decoded[mine]) is UnverifiedEnvelope:
+                    data = jobs[mine]
+                    signed = data[-64:] + prefix + data[2:-_TAIL]
+                    if sign_open(buffer, null, signed, len(signed), data[-98:-66]) == 0:
+                        ids[mine] = blake2b(data, digest_size=32).digest()
+                mine += 1
+            low, answer = helper.finish(total)
+            finished = True
+        finally:
+            if not finished:
+                # Interrupted (KeyboardInterrupt, MemoryError...): the helper's
+                # answer to this batch is still coming, so it cannot take another.
+                helper.close()
     else:
         low, answer = total, b""
     for k in range(max(low, mine), total):

@@ -41,9 +41,10 @@ from collections.abc import Sequence
 __all__ = ["HelperProcess", "helper_process", "lock"]
 
 # The child: read a batch, check signatures from the end down to where the
-# parent's counter is, answer with the lowest index taken and 33 bytes per
-# index from there (1 if valid, then the 32-byte id). Sources of truth for the
-# slicing are _verify._SIGNED_PREFIX and _verify._TAIL, passed in argv.
+# parent's counter is, answer with the batch's serial number, the lowest index
+# taken and 33 bytes per index from there (1 if valid, then the 32-byte id).
+# The slicing's sources of truth are _verify._SIGNED_PREFIX and _verify._TAIL,
+# passed in argv.
 _CHILD = r"""
 import hashlib, mmap, os, signal, struct, sys, threading
 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -90,7 +91,7 @@ def work(items, out, lock):
 
 wout.write(b"R")
 while True:
-    n, threads, size = struct.unpack("<III", read(12))
+    serial, n, threads, size = struct.unpack("<IIII", read(16))
     lengths = memoryview(read(4 * n)).cast("I")
     blob = read(size)
     items = []
@@ -107,7 +108,7 @@ while True:
     for helper in helpers:
         helper.join()
     low = max(pos[0], 0)
-    wout.write(struct.pack("<I", low) + out[33 * low :])
+    wout.write(struct.pack("<II", serial, low) + out[33 * low :])
 """
 
 # How long to wait for the helper's answer, beyond the time the batch should
@@ -130,14 +131,21 @@ class HelperProcess:
         # [0]: lowest index the helper has taken; [1]: next index the caller takes.
         self.counters = memoryview(self._shm).cast("q")
         fd = self._shm_file.fileno()
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, prefix.hex(), str(tail), str(limit), str(fd)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(fd,),
-        )
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, prefix.hex(), str(tail), str(limit), str(fd)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(fd,),
+            )
+        except BaseException:
+            self.counters.release()
+            self._shm.close()
+            self._shm_file.close()
+            raise
         self._ready = False
+        self._serial = 0
         self.broken = False
 
     def ready(self, timeout: float = 0.0) -> bool:
@@ -147,8 +155,7 @@ class HelperProcess:
         stdout = self._process.stdout
         assert stdout is not None
         try:
-            readable, _, _ = select.select([stdout], [], [], timeout)
-            if readable:
+            if _readable(stdout.fileno(), timeout):
                 self._ready = os.read(stdout.fileno(), 1) == b"R"
                 if not self._ready:
                     self.close()
@@ -157,7 +164,12 @@ class HelperProcess:
         return self._ready and not self.broken
 
     def start(self, datas: Sequence[bytes], threads: int) -> bool:
-        """Hand over a batch; the helper starts at its end. False if the helper is gone."""
+        """Hand over a batch; the helper starts at its end. False if the helper is gone.
+
+        Every batch started must be finished with :meth:`finish`, or the
+        helper closed: its answer would otherwise be read as the next one's.
+        """
+        self._serial = (self._serial + 1) & 0xFFFFFFFF
         counters = self.counters
         counters[0] = len(datas)
         counters[1] = 0
@@ -166,7 +178,7 @@ class HelperProcess:
         stdin = self._process.stdin
         assert stdin is not None
         try:
-            stdin.write(struct.pack("<III", len(datas), threads, len(blob)))
+            stdin.write(struct.pack("<IIII", self._serial, len(datas), threads, len(blob)))
             stdin.write(lengths.tobytes())
             stdin.write(blob)
             stdin.flush()
@@ -184,10 +196,9 @@ class HelperProcess:
         assert stdout is not None
         deadline = _GRACE_SECONDS + _SECONDS_PER_ITEM * total
         try:
-            head = self._read(stdout.fileno(), 4, deadline)
-            (low,) = struct.unpack("<I", head)
-            if not 0 <= low <= total:
-                raise OSError("helper answered an index out of range")
+            serial, low = struct.unpack("<II", self._read(stdout.fileno(), 8, deadline))
+            if serial != self._serial or not 0 <= low <= total:
+                raise OSError("helper answered another batch, or out of range")
             return low, self._read(stdout.fileno(), 33 * (total - low), deadline)
         except (OSError, ValueError, struct.error):
             self.close()
@@ -197,8 +208,7 @@ class HelperProcess:
     def _read(fd: int, size: int, timeout: float) -> bytes:
         parts: list[bytes] = []
         while size:
-            readable, _, _ = select.select([fd], [], [], timeout)
-            if not readable:
+            if not _readable(fd, timeout):
                 raise OSError("helper process did not answer in time")
             part = os.read(fd, size)
             if not part:
@@ -228,6 +238,13 @@ class HelperProcess:
         self._shm_file.close()
 
 
+def _readable(fd: int, timeout: float) -> bool:
+    # poll, not select: a node may hold more than FD_SETSIZE descriptors.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
+
+
 _helper: HelperProcess | None = None
 _failures = 0
 #: Held while a batch uses the helper; a batch that cannot take it at once uses threads.
@@ -248,11 +265,11 @@ def helper_process(
         _helper = None
         _failures += 1
     if _helper is None:
-        if _failures >= _MAX_FAILURES or not hasattr(select, "select") or os.name != "posix":
+        if _failures >= _MAX_FAILURES or not hasattr(select, "poll") or os.name != "posix":
             return None
         try:
             _helper = HelperProcess(prefix, tail, limit)
-        except OSError:
+        except (OSError, ValueError):
             _failures += 1
             return None
     return _helper if _helper.ready(wait) else None

@@ -434,3 +434,36 @@ def test_small_or_single_worker_batches_do_not_use_the_helper(
 def test_bad_process_values_are_refused(process: object) -> None:
     with pytest.raises(ValueError, match="process"):
         verify_batch(VALID[:2], process=process)  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("fresh_helper")
+def test_an_unfinished_batch_answer_is_never_taken_for_the_next() -> None:
+    verify_batch(VALID[:2], process=True, workers=2)
+    helper = current_helper()
+    # A batch of valid envelopes started and never finished: the helper's
+    # answer (all valid) is on its way when the next batch, all forged, asks.
+    assert helper.start(VALID, 1)
+    forged = [forge_signature(d) for d in VALID]
+    got = verify_batch(forged, process=True, workers=2)
+    assert all(isinstance(r, protocol.BadSignature) for r in got)
+    assert helper.broken
+
+
+@pytest.mark.usefixtures("fresh_helper")
+def test_an_interrupted_batch_closes_the_helper(monkeypatch: pytest.MonkeyPatch) -> None:
+    verify_batch(VALID[:2], process=True, workers=2)
+    helper = current_helper()
+    decode_all = _verify._decode_all
+
+    def interrupted(jobs: list[bytes]) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_verify, "_decode_all", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        verify_batch(VALID, process=True, workers=2)
+    monkeypatch.setattr(_verify, "_decode_all", decode_all)
+    assert helper.broken
+    forged = [forge_signature(d) for d in VALID]
+    assert all(
+        isinstance(r, protocol.BadSignature) for r in verify_batch(forged, process=True, workers=2)
+    )
