@@ -500,8 +500,23 @@ class Node:
         subscription = await self.transport.subscribe(topic)
         assert self._nursery is not None
         self._nursery.start_soon(self._deliver, subscription)
-        for peer in sorted(self.transport.peers()):
-            self._nursery.start_soon(self.syncer.sync_quietly, circle, peer)
+        self._nursery.start_soon(self._catch_up, circle)
+
+    async def _catch_up(self, circle: bytes) -> None:
+        """Fetch a newly followed circle's history from one peer (the next if one fails).
+
+        Asking every peer at once fetched the same history from each of them;
+        what one peer lacks, anti-entropy and the peers' own pulls bring later.
+        """
+        peers = sorted(self.transport.peers())
+        start = self._anti_entropy_turn % len(peers) if peers else 0
+        for peer in peers[start:] + peers[:start]:
+            try:
+                with trio.move_on_after(self.syncer.timeout * 2):
+                    await self.syncer.sync(circle, peer)
+                    return
+            except TransportError as exc:
+                log.debug("catching up %s from %s failed: %s", circle.hex()[:12], peer, exc)
 
     def _admit(self, data: bytes, sender: str) -> Envelope[protocol.Message] | Verdict:
         """Checks that need no circle state; the envelope, or the verdict to give.

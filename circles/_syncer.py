@@ -73,7 +73,8 @@ class Syncer:
     ) -> None:
         self._transport = transport
         self._log = log_view
-        self._timeout = timeout
+        #: Seconds one request may take.
+        self.timeout = timeout
         self._on_behind = on_behind
         self.rounds = 0
         self.fetched = 0
@@ -146,7 +147,7 @@ class Syncer:
             peer,
             SYNC_PROTOCOL,
             encode_sync_frame(frame),
-            timeout=self._timeout,
+            timeout=self.timeout,
             max_response=MAX_SYNC_FRAME,
         )
         try:
@@ -158,7 +159,7 @@ class Syncer:
     async def sync_quietly(self, circle: bytes, peer: PeerId) -> int:
         """Like :meth:`sync`, but a peer that cannot be reached only logs."""
         try:
-            with trio.move_on_after(self._timeout * 2):
+            with trio.move_on_after(self.timeout * 2):
                 return await self.sync(circle, peer)
         except TransportError as exc:
             log.debug("sync of %s with %s failed: %s", circle.hex()[:12], peer, exc)
