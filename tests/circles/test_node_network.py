@@ -23,9 +23,11 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 import protocol
-from circles._node import Node
+from circles._node import Node, _GossipPacer
 
 #: Pledge deadlines sit far ahead so that no circle changes state with the clock.
 DEADLINE_AHEAD = 24 * 3600
@@ -436,3 +438,41 @@ async def test_a_partition_heals_to_one_state(tmp_path: Path) -> None:
         assert nodes[0].circle(circle).digest() == reference_digest(
             nodes[0], circle, halves[0] + halves[1]
         )
+
+
+async def test_pledges_past_the_gossip_budget_are_coalesced_and_synced(tmp_path: Path) -> None:
+    async with cluster(tmp_path, 2, seed=70, gossip_burst=2, gossip_rate=0.05) as (a, b):
+        circle = await found(a)
+        await join_all([b], circle)
+        published = a.transport.statistics().published
+        pledges = [await a.pledge(circle, q, max_price=100) for q in range(1, 21)]
+        # Two went out at once; of the other eighteen only the latest waits to go.
+        assert a.transport.statistics().published - published == 2
+        assert a._gossip.pending == {circle: pledges[-1].data}
+        # b still gets every one of them, the superseded ones by sync.
+        with trio.fail_after(30):
+            await holds(b, circle, [p.id for p in pledges])
+        assert b.syncer.fetched >= 17
+        assert b.circle(circle).digest() == a.circle(circle).digest()
+
+
+@given(
+    rate=st.floats(0.1, 100),
+    burst=st.integers(1, 50),
+    steps=st.lists(st.floats(0, 5), max_size=200),
+)
+def test_the_gossip_pacer_never_exceeds_its_budget(
+    rate: float, burst: int, steps: list[float]
+) -> None:
+    pacer = _GossipPacer(rate=rate, burst=burst)
+    now = 0.0
+    taken = 0
+    for step in steps:
+        now += step
+        wait = pacer.until_token(now)
+        if pacer.take(now):
+            taken += 1
+            assert wait == 0
+        else:
+            assert wait > 0
+        assert taken <= burst + rate * now + 1e-9
