@@ -401,11 +401,16 @@ class VendorDesk:
         self, agreement: protocol.Agreement, request: QuoteRequest
     ) -> None:
         try:
+            # Pledges are admitted whole, dearest first, until one does not fit:
+            # a capacity of exactly the agreed quantity often clears nothing when
+            # the circle pledged more. The agreed price holds for every unit the
+            # circle pledged at it, at least the agreed quantity.
+            demand = self.node.circle(agreement.circle).demand(agreement.unit_price)
             await self.node.offer(
                 agreement.circle,
                 product=request.product,
                 tiers=[(agreement.quantity, agreement.unit_price)],
-                capacity=agreement.quantity,
+                capacity=max(agreement.quantity, demand),
                 valid_until=max(request.deadline, self.node.now()) + self._valid_for,
                 terms=self._terms,
                 in_reply_to=agreement.session,
