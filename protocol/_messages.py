@@ -17,25 +17,25 @@ from ._errors import InvalidField
 from ._schema import Bool, Bytes, Int, Opt, Seq, Struct, Structure, Text, field, structure
 
 __all__ = [
-    "KINDS",
-    "Certificate",
+    "Accept",
     "Allocation",
+    "Certificate",
     "Charter",
     "CounterOffer",
     "Deal",
     "Extension",
     "Invite",
+    "KINDS",
     "LoyaltyTier",
     "Message",
     "Misbehaviour",
     "Offer",
     "Pledge",
+    "QuoteRequest",
     "Receipt",
     "Referral",
-    "Tier",
-    "QuoteRequest",
-    "Accept",
     "Reject",
+    "Tier",
     "WalkAway",
 ]
 

@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_all_is_complete_and_sorted(module: object) -> None:
     names = module.__all__  # type: ignore[attr-defined]
     assert len(set(names)) == len(names)
-    assert sorted(names, key=str.lower) == sorted(names, key=str.lower)
+    assert names == sorted(names, key=str.lower)
     public = {n for n in vars(module) if not n.startswith("_")} - {"annotations"}
     # Every public attribute that is not a submodule is exported, and vice versa.
     public = {n for n in public if not isinstance(getattr(module, n), type(sys))}
