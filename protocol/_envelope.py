@@ -219,6 +219,8 @@ def seal(message: M, identity: Identity) -> Envelope[M]:
 
 def decode_unverified(data: bytes) -> UnverifiedEnvelope[Message]:
     """Decode and check an envelope's bytes and fields, but not its signature."""
+    if type(data) is not bytes and isinstance(data, bytearray | memoryview):
+        data = bytes(data)  # an envelope keeps its bytes: never a caller's mutable buffer
     message, signer, signature = _parse(data)
     return _unverified(message, signer, signature, data)
 
@@ -276,6 +278,8 @@ def decode(data: bytes) -> Envelope[Message]:
     Raises a subclass of :class:`InvalidMessage` with a ``reason``; never any
     other exception, whatever the bytes.
     """
+    if type(data) is not bytes and isinstance(data, bytearray | memoryview):
+        data = bytes(data)  # an envelope keeps its bytes: never a caller's mutable buffer
     message, signer, signature = _parse(data)
     _verify(message.kind, signer, signature, data)
     return _envelope(message, signer, signature, data, envelope_id(data))

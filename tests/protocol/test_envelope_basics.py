@@ -61,3 +61,12 @@ def test_identity_key_file_round_trip() -> None:
     assert Identity.from_key_file(ALICE.to_key_file()) == ALICE
     with pytest.raises(protocol.KeyFileError):
         Identity.from_key_file(b"nonsense")
+
+
+def test_decoding_a_mutable_buffer_keeps_an_immutable_copy() -> None:
+    env = seal(pledge(), ALICE)
+    buffer = bytearray(env.data)
+    back = decode(buffer)  # type: ignore[arg-type]
+    buffer[0] ^= 0xFF
+    assert type(back.data) is bytes and back.data == env.data
+    assert protocol.decode_unverified(memoryview(env.data)).data == env.data  # type: ignore[arg-type]
