@@ -17,6 +17,12 @@ set of messages. Messages the node signs itself are on disk, committed, before
 the call that made them returns and before they are published; a pledge's
 sequence number is reserved durably before it is signed, so a crash can never
 make the node sign two pledges with one sequence number.
+
+Gossip is the fast path, sync the sure one. Own pledges are gossiped within a
+budget (a token bucket); past it, only each circle's latest unsent pledge is
+gossiped as the budget refills, and peers fetch the superseded ones by sync,
+in bulk. Anti-entropy asks one peer per round, and a newly followed circle
+catches up from one peer: costs that stay flat however many peers a node has.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import protocol
 from protocol import Envelope
 
 from ._errors import CirclesError
-from ._node_events import CircleDiscovered, CircleUpdated, NodeEvent, Refused
+from ._node_events import CircleDiscovered, CircleUpdated, EventStream, NodeEvent, Refused
 from ._store import Store
 from ._syncer import Syncer
 from ._topics import ANNOUNCE_TOPIC, circle_topic
@@ -56,6 +62,8 @@ TransportFactory = Callable[[protocol.Identity], contextlib.AbstractAsyncContext
 
 #: Messages dated further ahead than this by our clock are ignored at admission.
 MAX_FUTURE_SKEW = 300
+#: Validated envelopes waiting for their delivery, at most.
+_MAX_VALIDATED = 10_000
 
 
 class NodeError(CirclesError):
@@ -273,7 +281,16 @@ class Node:
         """
         send, receive = trio.open_memory_channel[NodeEvent](buffer)
         self._listeners.append(send)
-        return EventStream(self, send, receive)
+        return EventStream(
+            send,
+            receive,
+            dropped=lambda: self._dropped_events.get(id(send), 0),
+            detach=lambda: self._detach(send),
+        )
+
+    def _detach(self, send: trio.MemorySendChannel[NodeEvent]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(send)
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Return once ``predicate()`` holds; re-checked after every change.
@@ -549,10 +566,20 @@ class Node:
             if _circle_of(admitted.message, admitted.id) != circle:
                 self._refuse(circle, "wrong-circle", sender)
                 return Verdict.REJECT
-            self._validated[admitted.id] = admitted
+            self._keep_validated(admitted)
             return Verdict.ACCEPT
 
         return validate
+
+    def _keep_validated(self, envelope: Envelope[protocol.Message]) -> None:
+        """Hand a validated envelope to delivery, so it is not decoded twice.
+
+        A delivery the subscription's buffer dropped never collects its entry:
+        past a bound they are all forgotten, and delivery decodes again.
+        """
+        if len(self._validated) >= _MAX_VALIDATED:
+            self._validated.clear()
+        self._validated[envelope.id] = envelope
 
     def _validate_announce(self, data: bytes, sender: PeerId) -> Verdict:
         admitted = self._admit(data, sender)
@@ -561,7 +588,7 @@ class Node:
         if not isinstance(admitted.message, protocol.Charter):
             self._refuse(b"", "not-a-charter", sender)
             return Verdict.REJECT
-        self._validated[admitted.id] = admitted
+        self._keep_validated(admitted)
         return Verdict.ACCEPT
 
     def _refuse(self, circle: bytes, reason: str, sender: str) -> None:
@@ -852,47 +879,6 @@ def _certificate_key(body: protocol.Certificate) -> bytes:
     from protocol._schema import to_wire
 
     return pack(to_wire(body))
-
-
-class EventStream:
-    """A node's events as an async iterator; close it (or leave its ``async with``) when done."""
-
-    def __init__(
-        self,
-        node: Node,
-        send: trio.MemorySendChannel[NodeEvent],
-        receive: trio.MemoryReceiveChannel[NodeEvent],
-    ) -> None:
-        self._node = node
-        self._send = send
-        self._receive = receive
-
-    @property
-    def dropped(self) -> int:
-        """Events dropped because this stream's buffer was full."""
-        return self._node._dropped_events.get(id(self._send), 0)
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> NodeEvent:
-        try:
-            return await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        """Stop receiving events."""
-        with contextlib.suppress(ValueError):
-            self._node._listeners.remove(self._send)
-        self._send.close()
-        await self._receive.aclose()
-
-    async def __aenter__(self) -> EventStream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 class _LogView:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import trio
 
 import protocol
 
-__all__ = ["CircleDiscovered", "CircleUpdated", "NodeEvent", "Refused"]
+__all__ = ["CircleDiscovered", "CircleUpdated", "EventStream", "NodeEvent", "Refused"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,3 +44,50 @@ class Refused(NodeEvent):
     """The machine-readable reason of the refusal."""
     peer: str
     """The peer it came from."""
+
+
+class EventStream:
+    """A node's events as an async iterator; close it (or leave its ``async with``) when done.
+
+    Made by ``Node.events()``; the node fills ``send`` and never waits for a
+    slow reader (see ``dropped``).
+    """
+
+    def __init__(
+        self,
+        send: trio.MemorySendChannel[NodeEvent],
+        receive: trio.MemoryReceiveChannel[NodeEvent],
+        *,
+        dropped: Callable[[], int],
+        detach: Callable[[], None],
+    ) -> None:
+        self._send = send
+        self._receive = receive
+        self._dropped = dropped
+        self._detach = detach
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped because this stream's buffer was full."""
+        return self._dropped()
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> NodeEvent:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Stop receiving events."""
+        self._detach()
+        self._send.close()
+        await self._receive.aclose()
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
