@@ -525,7 +525,7 @@ class Node:
         Asking every peer at once fetched the same history from each of them;
         what one peer lacks, anti-entropy and the peers' own pulls bring later.
         """
-        peers = sorted(self.transport.peers())
+        peers = sorted(p for p in self.transport.peers() if self.syncer.serves_sync(p))
         start = self._anti_entropy_turn % len(peers) if peers else 0
         for peer in peers[start:] + peers[:start]:
             try:
@@ -785,7 +785,7 @@ class Node:
         """
         while True:
             await trio.sleep(self._sync_interval)
-            peers = sorted(self.transport.peers())
+            peers = sorted(p for p in self.transport.peers() if self.syncer.serves_sync(p))
             if not peers:
                 continue
             self._anti_entropy_turn += 1

@@ -42,6 +42,10 @@ log = logging.getLogger("circles.sync")
 
 # Fetch rounds per sync with one peer: each returns up to a frame of envelopes.
 _MAX_FETCH_ROUNDS = 64
+# Peers remembered as not serving sync, at most (then forgotten, and asked again).
+_MAX_NO_SYNC = 1024
+# Seconds a peer that refused sync is left alone.
+_NO_SYNC_MEMORY = 60.0
 
 
 class CircleLog(Protocol):
@@ -77,6 +81,7 @@ class Syncer:
         self.timeout = timeout
         self._on_behind = on_behind
         self.rounds = 0
+        self._no_sync: dict[PeerId, float] = {}
         self.fetched = 0
         transport.set_handler(SYNC_PROTOCOL, self._serve)
 
@@ -156,12 +161,34 @@ class Syncer:
             log.info("peer %s sent an invalid sync frame (%s)", peer, exc.reason)
             return None
 
+    def serves_sync(self, peer: PeerId) -> bool:
+        """False for a while after ``peer`` refused the sync protocol (it may not be a node)."""
+        refused = self._no_sync.get(peer)
+        if refused is None:
+            return True
+        if trio.current_time() - refused > _NO_SYNC_MEMORY:
+            del self._no_sync[peer]
+            return True
+        return False
+
     async def sync_quietly(self, circle: bytes, peer: PeerId) -> int:
-        """Like :meth:`sync`, but a peer that cannot be reached only logs."""
+        """Like :meth:`sync`, but a peer that cannot be reached only logs.
+
+        A peer that refused the sync protocol is not asked again for a while:
+        each refusal cost a stream negotiation and an error in py-libp2p's log.
+        Only for a while, because a negotiation that failed under load is
+        reported the same way.
+        """
+        if not self.serves_sync(peer):
+            return 0
         try:
             with trio.move_on_after(self.timeout * 2):
                 return await self.sync(circle, peer)
         except TransportError as exc:
+            if exc.reason == "unsupported":
+                if len(self._no_sync) >= _MAX_NO_SYNC:
+                    self._no_sync.clear()
+                self._no_sync[peer] = trio.current_time()
             log.debug("sync of %s with %s failed: %s", circle.hex()[:12], peer, exc)
         return 0
 

@@ -311,6 +311,10 @@ async def test_a_flooding_peer_gets_nothing_forwarded_and_honest_traffic_flows(
                     nursery.start_soon(send_flood)
                     nursery.start_soon(pledge_honestly)
                 await flooded.wait()
+                # a tried to sync with the raw peer when it connected, was refused,
+                # and leaves it alone from then on.
+                await trio.lowlevel.checkpoint()
+                assert not a.syncer.serves_sync(raw.peer_id)
             seconds = time.monotonic() - started
         stats_a, stats_b = a.transport.statistics(), b.transport.statistics()
         print(
