@@ -685,6 +685,9 @@ class Node:
     async def _watch_peers(self) -> None:
         async for event in self.transport.events():
             if event.kind is PeerEventKind.CONNECTED:
+                # A restarted peer comes back with the same id: a refusal seen
+                # while its old connection died says nothing about the new one.
+                self.syncer.forget_refusal(event.peer)
                 for circle in sorted(self._joined):
                     assert self._nursery is not None
                     self._nursery.start_soon(self.syncer.sync_quietly, circle, event.peer)

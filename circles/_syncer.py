@@ -86,6 +86,8 @@ class Syncer:
         transport.set_handler(SYNC_PROTOCOL, self._serve)
 
     async def _serve(self, peer: PeerId, request: bytes) -> bytes:
+        # A peer that asks us for sync serves it too, whatever failed before.
+        self.forget_refusal(peer)
         frame = decode_sync_frame(request)  # a ProtocolError resets the stream
         ids = self._log.ids(frame.circle) if isinstance(frame, SyncSummary | SyncFetch) else None
         if ids is None:
@@ -160,6 +162,10 @@ class Syncer:
         except protocol.ProtocolError as exc:
             log.info("peer %s sent an invalid sync frame (%s)", peer, exc.reason)
             return None
+
+    def forget_refusal(self, peer: PeerId) -> None:
+        """Ask ``peer`` again from now on (it reconnected, or it just asked us)."""
+        self._no_sync.pop(peer, None)
 
     def serves_sync(self, peer: PeerId) -> bool:
         """False for a while after ``peer`` refused the sync protocol (it may not be a node)."""
