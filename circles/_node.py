@@ -38,6 +38,8 @@ import trio
 
 import protocol
 from protocol import Envelope
+from protocol._codec import pack
+from protocol._schema import to_wire
 
 from ._errors import CirclesError
 from ._node_events import CircleDiscovered, CircleUpdated, EventStream, NodeEvent, Refused
@@ -450,7 +452,7 @@ class Node:
             )
         protocol.verify_certificate(certificate, **inputs)
         async with self._own_lock:
-            if state.deal is not None or cert.circle in self._signed_deals():
+            if state.deal is not None or self._signed_deal_in(cert.circle):
                 raise NodeError("a deal for this circle is already signed", reason="deal-exists")
             deal = protocol.Deal(
                 circle=cert.circle,
@@ -464,14 +466,13 @@ class Node:
         await self.transport.publish(circle_topic(cert.circle), envelope.data)
         return envelope
 
-    def _signed_deals(self) -> set[bytes]:
+    def _signed_deal_in(self, circle: bytes) -> bool:
+        """True if this node already signed a deal for ``circle`` (the store files
+        a deal under its circle, so one circle's rows answer it)."""
         assert self._store is not None
-        return {
-            protocol.decode(s.data).message.circle  # type: ignore[attr-defined]
-            for charter in self._store.charters()
-            for s in self._store.envelopes(charter.id)
-            if s.kind == "deal" and s.signer == self.public_key
-        }
+        return any(
+            s.kind == "deal" and s.signer == self.public_key for s in self._store.envelopes(circle)
+        )
 
     # ---------------------------------------------------------- internals
     @property
@@ -878,9 +879,6 @@ class _GossipPacer:
 
 def _certificate_key(body: protocol.Certificate) -> bytes:
     """Identifies a certificate's content whoever signed it."""
-    from protocol._codec import pack
-    from protocol._schema import to_wire
-
     return pack(to_wire(body))
 
 
