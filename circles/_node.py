@@ -43,7 +43,7 @@ from protocol._schema import to_wire
 
 from ._errors import CirclesError
 from ._node_events import CircleDiscovered, CircleUpdated, EventStream, NodeEvent, Refused
-from ._store import Store
+from ._store import Store, StoredEnvelope
 from ._syncer import Syncer
 from ._topics import ANNOUNCE_TOPIC, circle_topic
 from ._transport import (
@@ -497,9 +497,7 @@ class Node:
         assert self._store is not None
         self._joined = set(self._store.joined_circles())
         for charter in self._store.charters():
-            stored_all = self._store.envelopes(charter.id)
-            stored_all.sort(key=lambda s: s.kind != "charter")
-            for stored in stored_all:
+            for stored in self._stored_charter_first(charter.id):
                 try:
                     envelope = protocol.decode(stored.data)
                 except (
@@ -827,9 +825,13 @@ class Node:
     def envelopes(self, circle: bytes) -> list[Envelope[protocol.Message]]:
         """Every stored envelope of a known circle, charter first (offers, deals, ... to show)."""
         self.circle(circle)
+        return [protocol.decode(s.data) for s in self._stored_charter_first(circle)]
+
+    def _stored_charter_first(self, circle: bytes) -> list[StoredEnvelope]:
+        """A circle's stored envelopes in arrival order, but the charter first, so
+        whoever applies them has the circle's rules before anything else."""
         assert self._store is not None
-        stored = sorted(self._store.envelopes(circle), key=lambda s: s.kind != "charter")
-        return [protocol.decode(s.data) for s in stored]
+        return sorted(self._store.envelopes(circle), key=lambda s: s.kind != "charter")
 
 
 class _GossipPacer:
@@ -895,11 +897,8 @@ class _LogView:
         return set(store.ids(circle))
 
     def envelopes(self, circle: bytes) -> Iterable[tuple[bytes, bytes]]:
-        assert self._node._store is not None
-        stored = self._node._store.envelopes(circle)
         # The charter first, so a requester that lacks it can apply the rest at once.
-        stored.sort(key=lambda s: s.kind != "charter")
-        return [(s.id, s.data) for s in stored]
+        return [(s.id, s.data) for s in self._node._stored_charter_first(circle)]
 
     async def ingest(self, data: bytes, peer: PeerId) -> bool:
         admitted = self._node._admit(data, peer)
