@@ -208,13 +208,7 @@ def seal(message: M, identity: Identity) -> Envelope[M]:
             reason="out-of-range",
             field=kind,
         )
-    return Envelope(
-        message=message,
-        signer=identity.public_key,
-        signature=signature,
-        data=data,
-        id=envelope_id(data),
-    )
+    return _envelope(message, identity.public_key, signature, data, envelope_id(data))  # type: ignore[return-value]
 
 
 def decode_unverified(data: bytes) -> UnverifiedEnvelope[Message]:

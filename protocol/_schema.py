@@ -467,14 +467,37 @@ def structure(label: str) -> Callable[[type[T]], type[T]]:
         )
         _generate_post_init(cls, schema, label)
         _generate_from_wire(cls, schema, label)
+        _generate_to_wire(cls, schema)
         return cls
 
     return wrap
 
 
+def _generate_to_wire(cls: type[Any], schema: tuple[tuple[str, FieldType], ...]) -> None:
+    """Install ``cls._to_wire(value)``: the wire array, reading each field once.
+
+    Sealing runs this for every message; a generated list display that reads
+    pass-through fields directly is three times as fast as a loop calling
+    each field type's ``to_wire``.
+    """
+    env: dict[str, Any] = {}
+    items = []
+    for i, (name, ftype) in enumerate(schema):
+        if isinstance(ftype, _PASS_THROUGH) or (
+            isinstance(ftype, Opt) and isinstance(ftype.inner, _PASS_THROUGH)
+        ):
+            items.append(f"value.{name}")
+        else:
+            env[f"wire_{i}"] = ftype.to_wire
+            items.append(f"wire_{i}(value.{name})")
+    exec(f"def _to_wire(value):\n    return [{', '.join(items)}]", env)
+    cls._to_wire = staticmethod(env["_to_wire"])
+
+
 def to_wire(value: Any) -> list[Any]:
     """The msgpack-ready array of a structure."""
-    return [ftype.to_wire(getattr(value, name)) for name, ftype in value._schema]
+    wire: list[Any] = value._to_wire(value)
+    return wire
 
 
 def _wrong_shape(cls: type[Any], where: str) -> InvalidField:
