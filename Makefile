@@ -5,6 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 FUZZ_SECONDS ?= 300
+# What mypy --strict checks. Left out until their type errors are fixed:
+# bench/negmas_compare.py, examples/protocol_demo.py, examples/vendor_bot.py.
+TYPED := protocol circles scripts \
+	bench/bench_protocol.py bench/bench_circle.py bench/bench_network.py bench/simulator.py \
+	examples/embed_in_app.py examples/local_circle.py examples/research_sweep.py
 
 .PHONY: demo test lint typecheck unit bench fuzz vectors docs clean
 
@@ -24,15 +29,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check protocol circles
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy protocol circles
+	$(VENV)/bin/mypy $(TYPED)
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)
-	$(PY) bench/protocol.py
-	$(PY) bench/circle.py
-	$(PY) bench/network.py
+	$(PY) bench/bench_protocol.py
+	$(PY) bench/bench_circle.py
+	$(PY) bench/bench_network.py
 
 fuzz: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[fuzz]'

@@ -1,6 +1,6 @@
 """Protocol benchmark: every figure next to a raw PyNaCl baseline timed in the same run.
 
-Run ``python bench/protocol.py`` for a table, ``--json`` for one JSON object.
+Run ``python bench/bench_protocol.py`` for a table, ``--json`` for one JSON object.
 
 Each round times every candidate and its baseline back to back on the same
 bytes (a ~160-byte pledge envelope and the payload its signature covers), so
@@ -31,17 +31,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# This script is named like the package it measures, and Python puts the
-# script's own directory first on the import path: take it off, so that
-# "import protocol" below finds the package rather than this file.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import msgpack
+import nacl.signing
 
-import msgpack  # noqa: E402
-import nacl.signing  # noqa: E402
-
-from circles import SeenCache, verify_batch  # noqa: E402
-from protocol import Identity, Pledge, decode, decode_unverified, seal  # noqa: E402
+from circles import SeenCache, verify_batch
+from protocol import Identity, Pledge, decode, decode_unverified, seal
 
 # Copies per timed loop for the one-envelope figures: long enough to swamp the
 # timer, short enough that a round stays well under a second.
