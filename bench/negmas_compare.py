@@ -208,7 +208,7 @@ def main() -> None:
         for k in ("ours_signed", "ours_modelled")
     }
     per_offer = {name: best[name] * offers[name] for name in runners}
-    report = {
+    report: dict[str, Any] = {
         "negotiations_per_second": {k: round(v, 1) for k, v in best.items()},
         "offers_per_negotiation": offers,
         "agreed_unit_price": {name: sample[0] for name, sample in samples.items()},
