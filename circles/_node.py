@@ -42,6 +42,7 @@ from protocol._codec import pack
 from protocol._schema import to_wire
 
 from ._errors import CirclesError
+from ._node_admission import AdmissionRefused, RefusedIds, check_admissible, circle_of
 from ._node_events import CircleDiscovered, CircleUpdated, EventStream, NodeEvent, Refused
 from ._store import Store, StoredEnvelope
 from ._syncer import Syncer
@@ -72,13 +73,6 @@ class NodeError(CirclesError):
     """A node call that cannot be done as asked (see ``reason``)."""
 
     reason = "node-error"
-
-
-def _circle_of(message: protocol.Message, message_id: bytes) -> bytes | None:
-    if isinstance(message, protocol.Charter):
-        return message_id
-    circle = getattr(message, "circle", None)
-    return circle if isinstance(circle, bytes) else None
 
 
 class Node:
@@ -155,6 +149,7 @@ class Node:
         self._joined: set[bytes] = set()
         self._subscribed: set[bytes] = set()
         self._validated: dict[bytes, Envelope[protocol.Message]] = {}
+        self._refused_ids = RefusedIds()
         self._listeners: list[trio.MemorySendChannel[NodeEvent]] = []
         self._changed = trio.Event()
         self._own_lock = trio.Lock()
@@ -497,15 +492,13 @@ class Node:
         assert self._store is not None
         self._joined = set(self._store.joined_circles())
         for charter in self._store.charters():
-            for stored in self._stored_charter_first(charter.id):
-                try:
-                    envelope = protocol.decode(stored.data)
-                except (
-                    protocol.ProtocolError
-                ) as exc:  # pragma: no cover - store holds verified data
-                    log.warning("store holds an invalid envelope (%s); skipped", exc.reason)
-                    continue
-                self._apply(envelope, replay=True)
+            try:
+                envelope = protocol.decode(charter.data)
+            except protocol.ProtocolError as exc:  # pragma: no cover - store holds verified data
+                log.warning("store holds an invalid charter (%s); skipped", exc.reason)
+                continue
+            self._apply(envelope, replay=True)
+            self._load(charter.id, replay=True)
 
     async def _subscribe(self, circle: bytes) -> None:
         if circle in self._subscribed:
@@ -515,7 +508,7 @@ class Node:
         self.transport.set_validator(topic, self._circle_validator(circle))
         subscription = await self.transport.subscribe(topic)
         assert self._nursery is not None
-        self._nursery.start_soon(self._deliver, subscription)
+        self._nursery.start_soon(self._deliver, subscription, circle)
         self._nursery.start_soon(self._catch_up, circle)
 
     async def _catch_up(self, circle: bytes) -> None:
@@ -545,11 +538,15 @@ class Node:
             self._refuse(b"", "oversize", sender)
             return Verdict.REJECT
         assert self._store is not None
-        if protocol.envelope_id(data) in self._store:
+        message_id = protocol.envelope_id(data)
+        if message_id in self._store:
             return Verdict.IGNORE
+        if message_id in self._refused_ids:
+            return Verdict.REJECT  # refused for good before, and counted then
         try:
             envelope = protocol.decode(data)
         except protocol.ProtocolError as exc:
+            self._refused_ids.add(message_id)
             self._refuse(b"", exc.reason, sender)
             return Verdict.REJECT
         created: int = getattr(envelope.message, "created", 0)
@@ -562,13 +559,41 @@ class Node:
             admitted = self._admit(data, sender)
             if isinstance(admitted, Verdict):
                 return admitted
-            if _circle_of(admitted.message, admitted.id) != circle:
-                self._refuse(circle, "wrong-circle", sender)
-                return Verdict.REJECT
+            verdict = self._judge(circle, admitted, sender)
+            if verdict is not None:
+                return verdict
             self._keep_validated(admitted)
             return Verdict.ACCEPT
 
         return validate
+
+    def _judge(
+        self, circle: bytes, envelope: Envelope[protocol.Message], sender: str
+    ) -> Verdict | None:
+        """None if ``circle``'s log admits ``envelope`` (see ``_node_admission``); else
+        the verdict to give.
+
+        A refusal the charter decides is final: it is counted and reported
+        once, and the id remembered, so a copy sent again (by gossip or by
+        every sync round) is dropped before it is decoded.
+        """
+        if circle_of(envelope) != circle:
+            # Not remembered: the same envelope is welcome on its own circle's topic.
+            self._refuse(circle, "wrong-circle", sender)
+            return Verdict.REJECT
+        state = self._states.get(circle)
+        if state is None and not isinstance(envelope.message, protocol.Charter):
+            # Nothing is kept before its charter, which decides the rest; sync
+            # serves a circle's charter first, so an honest peer never sends this.
+            return Verdict.IGNORE
+        try:
+            check_admissible(envelope, None if state is None else state.charter)
+        except AdmissionRefused as exc:
+            self._refused_ids.add(envelope.id)
+            self._refuse(circle, exc.reason, sender)
+            log.debug("%s", exc)
+            return Verdict.REJECT
+        return None
 
     def _keep_validated(self, envelope: Envelope[protocol.Message]) -> None:
         """Hand a validated envelope to delivery, so it is not decoded twice.
@@ -595,12 +620,18 @@ class Node:
         log.debug("refused an envelope from %s: %s", sender, reason)
         self._emit(Refused(circle=circle, reason=reason, peer=str(sender)))
 
-    async def _deliver(self, subscription: Any) -> None:
+    async def _deliver(self, subscription: Any, circle: bytes | None = None) -> None:
         async for delivery in subscription:
             envelope = self._validated.pop(delivery.message_id, None)
             if envelope is None:
+                # Our own publications (the transport may not validate them) and
+                # deliveries whose validated entry was forgotten are judged again.
                 admitted = self._admit(delivery.data, delivery.sender)
                 if isinstance(admitted, Verdict):
+                    continue
+                if circle is not None and (
+                    self._judge(circle, admitted, delivery.sender) is not None
+                ):
                     continue
                 envelope = admitted
             self._take(envelope)
@@ -616,7 +647,7 @@ class Node:
 
     def _apply(self, envelope: Envelope[Any], *, replay: bool = False) -> None:
         message = envelope.message
-        circle = _circle_of(message, envelope.id)
+        circle = circle_of(envelope)
         if circle is None:
             return
         if isinstance(message, protocol.Charter):
@@ -624,7 +655,7 @@ class Node:
                 self._states[circle] = protocol.CircleState(envelope)
                 if not replay:
                     self._emit(CircleDiscovered(circle=circle, charter=envelope))
-                    self._apply_waiting(circle)
+                    self._load(circle, replay=False)
                 self._signal()
             return
         state = self._states.get(circle)
@@ -649,12 +680,37 @@ class Node:
                 self._emit(CircleUpdated(circle=circle, event=event))
         self._signal()
 
-    def _apply_waiting(self, circle: bytes) -> None:
-        """Apply what arrived for a circle before its charter did."""
+    def _load(self, circle: bytes, *, replay: bool) -> None:
+        """Apply a known circle's stored envelopes (not its charter), and forget those
+        its log does not admit.
+
+        Only a store that an older version filled holds such envelopes (it
+        kept every kind, and kept messages before their charter): they must
+        go, or sync would serve them and peers' digests would never match.
+        """
         assert self._store is not None
+        charter = self._states[circle].charter
+        junk: list[bytes] = []
         for stored in self._store.envelopes(circle):
-            if stored.kind != "charter":
-                self._apply(protocol.decode(stored.data))
+            if stored.kind == "charter":
+                continue
+            try:
+                envelope = protocol.decode(stored.data)
+                if circle_of(envelope) != circle:
+                    raise AdmissionRefused("filed under another circle", reason="wrong-circle")
+                check_admissible(envelope, charter)
+            except (protocol.ProtocolError, AdmissionRefused) as exc:
+                log.debug("forgetting stored %s: %s", stored.id.hex()[:12], exc)
+                junk.append(stored.id)
+                continue
+            self._apply(envelope, replay=replay)
+        if junk:
+            removed = self._store.discard(junk)
+            log.info(
+                "forgot %d stored envelopes that circle %s does not admit",
+                removed,
+                circle.hex()[:12],
+            )
 
     def _signal(self) -> None:
         self._changed.set()
@@ -827,6 +883,38 @@ class Node:
         self.circle(circle)
         return [protocol.decode(s.data) for s in self._stored_charter_first(circle)]
 
+    def circle_log(
+        self, circle: bytes, *, kinds: Iterable[str] | None = None
+    ) -> list[StoredEnvelope]:
+        """A circle's log as stored, in arrival order: read-only, not verified again.
+
+        Each entry holds the envelope's bytes (``protocol.decode(entry.data)``
+        to read it) and what the store files it by (id, kind, signer, when
+        received). The log holds what the node admits for the circle (its
+        state, and requests for quote addressed to no vendor; see
+        docs/node.md), or only ``kinds`` of it, e.g. ``kinds=("rfq",)``.
+        Empty for a circle whose charter the node does not hold.
+        """
+        if isinstance(kinds, str):
+            raise NodeError(
+                'kinds is a collection of kind names, e.g. ("rfq",)', reason="bad-argument"
+            )
+        store = self._running_store()
+        if circle not in self._states:
+            return []
+        wanted = None if kinds is None else frozenset(kinds)
+        return [s for s in store.envelopes(circle) if wanted is None or s.kind in wanted]
+
+    def log_entry(self, message_id: bytes) -> StoredEnvelope | None:
+        """One envelope of any circle's log, by message id, or None if the node lacks it."""
+        found = self._running_store().get([message_id])
+        return found[0] if found else None
+
+    def _running_store(self) -> Store:
+        if self._store is None:
+            raise NodeError("the node is not running; use it inside `async with`")
+        return self._store
+
     def _stored_charter_first(self, circle: bytes) -> list[StoredEnvelope]:
         """A circle's stored envelopes in arrival order, but the charter first, so
         whoever applies them has the circle's rules before anything else."""
@@ -900,8 +988,8 @@ class _LogView:
         # The charter first, so a requester that lacks it can apply the rest at once.
         return [(s.id, s.data) for s in self._node._stored_charter_first(circle)]
 
-    async def ingest(self, data: bytes, peer: PeerId) -> bool:
+    async def ingest(self, circle: bytes, data: bytes, peer: PeerId) -> bool:
         admitted = self._node._admit(data, peer)
-        if isinstance(admitted, Verdict):
+        if isinstance(admitted, Verdict) or self._node._judge(circle, admitted, peer) is not None:
             return False
         return self._node._take(admitted)

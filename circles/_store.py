@@ -46,6 +46,7 @@ from typing import Any
 import protocol
 
 from ._errors import CirclesError
+from ._node_admission import circle_of
 
 __all__ = ["STORE_FILE", "Store", "StoreError", "StoredEnvelope"]
 
@@ -115,22 +116,6 @@ def _record(row: _Row) -> StoredEnvelope:
     return StoredEnvelope(
         id=row[0], kind=row[1], circle=row[2], signer=row[3], received=row[4], data=row[5]
     )
-
-
-def _circle_of(envelope: protocol.Envelope[Any]) -> bytes | None:
-    message = envelope.message
-    if isinstance(message, protocol.Charter):
-        return envelope.id
-    if isinstance(message, protocol.Misbehaviour):
-        # The proof names no circle itself; its evidence does.
-        try:
-            inner = protocol.decode_unverified(message.first).message
-        except protocol.ProtocolError:
-            return None
-        circle = getattr(inner, "circle", None)
-        return circle if isinstance(circle, bytes) else None
-    circle = getattr(message, "circle", None)
-    return circle if isinstance(circle, bytes) else None
 
 
 class Store:
@@ -321,6 +306,27 @@ class Store:
             with _transaction(db, self._path):
                 db.execute("DELETE FROM joined WHERE circle = ?", (circle,))
 
+    def discard(self, ids: Iterable[bytes]) -> int:
+        """Forget the envelopes with these ids; returns how many were stored.
+
+        For envelopes the node no longer admits (junk an older version kept):
+        the store itself keeps whatever it is given.
+        """
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return 0
+        with self._lock:
+            db = self._open_db()
+            self._commit(db, [], [])
+            removed = 0
+            with _transaction(db, self._path):
+                for start in range(0, len(wanted), _CHUNK):
+                    chunk = wanted[start : start + _CHUNK]
+                    marks = ", ".join("?" * len(chunk))
+                    cursor = db.execute(f"DELETE FROM envelopes WHERE id IN ({marks})", chunk)
+                    removed += cursor.rowcount
+            return removed
+
     def flush(self) -> None:
         """Commit the received envelopes still waiting in the batch."""
         with self._lock:
@@ -507,7 +513,7 @@ def _insert(
     deals: list[tuple[bytes, bytes]] = []
     for envelope, received in batch:
         message = envelope.message
-        circle = _circle_of(envelope)
+        circle = circle_of(envelope)
         ref: bytes | None = None
         if isinstance(message, protocol.Receipt):
             ref = message.deal

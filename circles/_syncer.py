@@ -59,8 +59,12 @@ class CircleLog(Protocol):
         """``(id, data)`` of every message of ``circle``, charter first."""
         ...
 
-    async def ingest(self, data: bytes, peer: PeerId) -> bool:
-        """Take an envelope fetched from ``peer``; True if it was new and valid."""
+    async def ingest(self, circle: bytes, data: bytes, peer: PeerId) -> bool:
+        """Take an envelope ``peer`` sent as one of ``circle``'s; True if it was new and admitted.
+
+        The log judges it as it would on the circle's gossip topic: a peer
+        answering sync can slip in nothing that gossip would refuse.
+        """
         ...
 
 
@@ -141,7 +145,7 @@ class Syncer:
                 return taken
             new = 0
             for data in answer.envelopes:
-                if await self._log.ingest(data, peer):
+                if await self._log.ingest(circle, data, peer):
                     new += 1
             taken += new
             self.fetched += new

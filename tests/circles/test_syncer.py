@@ -20,7 +20,7 @@ class _EmptyLog:
     def envelopes(self, circle: bytes) -> Iterable[tuple[bytes, bytes]]:
         return []
 
-    async def ingest(self, data: bytes, peer: PeerId) -> bool:
+    async def ingest(self, circle: bytes, data: bytes, peer: PeerId) -> bool:
         return False
 
 
