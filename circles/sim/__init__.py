@@ -20,8 +20,8 @@ from ._scenario import Scenario as Scenario
 from ._scenario import ScenarioError as ScenarioError
 from ._scenario import StrategySpec as StrategySpec
 from ._scenario import VendorGroup as VendorGroup
-from ._scenario import load_scenario as load_scenario
-from ._scenario import parse_scenario as parse_scenario
+from ._scenario_toml import load_scenario as load_scenario
+from ._scenario_toml import parse_scenario as parse_scenario
 from ._signatures import modelled_signatures as modelled_signatures
 from ._writers import write_csv as write_csv
 from ._writers import write_outputs as write_outputs
