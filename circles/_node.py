@@ -577,7 +577,13 @@ class Node:
         once, and the id remembered, so a copy sent again (by gossip or by
         every sync round) is dropped before it is decoded.
         """
-        if circle_of(envelope) != circle:
+        named = circle_of(envelope)
+        if named is None:
+            # A kind that names no circle (a receipt) belongs in no circle's log.
+            self._refused_ids.add(envelope.id)
+            self._refuse(circle, "not-circle-traffic", sender)
+            return Verdict.REJECT
+        if named != circle:
             # Not remembered: the same envelope is welcome on its own circle's topic.
             self._refuse(circle, "wrong-circle", sender)
             return Verdict.REJECT
