@@ -17,6 +17,18 @@ Both sides run the same sans-IO :class:`protocol.Negotiation` and feed it
 every move, so each checks the other: a move either machine refuses never
 counts. The vendor's side lives in :mod:`circles._haggle_vendor`, the circle's
 in :mod:`circles._haggle_circle`.
+
+Reverse-auction bids travel the other way, from a vendor to the auction's
+request signer, on ``/buying-circles/auction/1.0.0``, one request/response
+pair per bid:
+
+- request: ``[1, "bid", offer]``, one signed offer envelope answering the
+  auction's request for quote;
+- response: ``[1, "taken"]`` (the bid takes part in the auction; a repeat of
+  the same bid gets the same answer) or ``[1, "refused", reason, detail]``.
+
+The collecting side lives in :mod:`circles._haggle_auction`, the bidding side
+in :mod:`circles._haggle_bidder`.
 """
 
 from __future__ import annotations
@@ -33,18 +45,23 @@ from protocol import Mandate
 from ._errors import CirclesError
 
 __all__ = [
+    "AUCTION_PROTOCOL",
     "FRAME_VERSION",
     "MAX_MOVE_SIZE",
     "HaggleError",
     "NegotiationOutcome",
     "Reply",
     "circle_log",
+    "decode_bid",
+    "decode_bid_reply",
     "decode_reply",
     "decode_request",
+    "encode_bid",
     "encode_over",
     "encode_refused",
     "encode_reply_move",
     "encode_request",
+    "encode_taken",
     "mandate_of",
     "stored_envelope",
 ]
@@ -53,6 +70,9 @@ __all__ = [
 FRAME_VERSION = 1
 #: Largest negotiation frame either side reads (a move is at most a few kilobytes).
 MAX_MOVE_SIZE = 16 * 1024
+#: Direct-stream protocol carrying reverse-auction bids to the auction's request signer.
+# TODO(wire spec): belongs beside NEGOTIATE_PROTOCOL in circles._topics.
+AUCTION_PROTOCOL = "/buying-circles/auction/1.0.0"
 
 
 class HaggleError(CirclesError):
@@ -92,7 +112,7 @@ class Reply:
     """A decoded response frame."""
 
     kind: str
-    """"move", "over" or "refused"."""
+    """"move", "over" or "refused" (negotiation); "taken" or "refused" (auction bid)."""
     move: bytes | None = None
     """The vendor's move envelope (for "move")."""
     state: str = ""
@@ -170,6 +190,38 @@ def decode_reply(data: bytes) -> Reply:
     if kind == "refused" and len(value) == 4 and all(type(v) is str for v in value[2:]):
         return Reply(kind="refused", reason=value[2], detail=value[3])
     raise HaggleError("the response is no negotiation reply", reason="garbage")
+
+
+def encode_bid(offer: bytes) -> bytes:
+    """The auction request frame carrying the bid ``offer``."""
+    return _pack([FRAME_VERSION, "bid", offer])
+
+
+def decode_bid(data: bytes) -> bytes:
+    """The offer envelope from an auction request frame; HaggleError("garbage") otherwise."""
+    value = _unpack(data)
+    if len(value) != 3 or value[1] != "bid" or type(value[2]) is not bytes:
+        raise HaggleError('a bid is [1, "bid", offer]', reason="garbage")
+    return value[2]
+
+
+def encode_taken() -> bytes:
+    """The auction response frame saying the bid takes part."""
+    return _pack([FRAME_VERSION, "taken"])
+
+
+def decode_bid_reply(data: bytes) -> Reply:
+    """An auction response frame: kind "taken" or "refused"; HaggleError("garbage") otherwise.
+
+    Kept apart from :func:`decode_reply` so that neither side can be handed a
+    reply from the other protocol.
+    """
+    value = _unpack(data)
+    if value[1:] == ("taken",):
+        return Reply(kind="taken")
+    if len(value) == 4 and value[1] == "refused" and all(type(v) is str for v in value[2:]):
+        return Reply(kind="refused", reason=value[2], detail=value[3])
+    raise HaggleError("the response is no auction reply", reason="garbage")
 
 
 def mandate_of(state: protocol.CircleState) -> Mandate:

@@ -8,15 +8,16 @@ particular (a reverse auction), asks the desk's strategy for its opening move
 and signs that price as an ordinary offer for the circle, dated before the
 request's ``respond_by``.
 
-Bids are sealed: each is published on the circle's topic only at
-``respond_by``. An offer on the topic is live at once, and a circle whose
-pledges already clear it assembles a certificate within moments, so a bid
-published early could close a deal before lower bids arrive; published
-together, the bids land within a gossip round of each other. (A circle-state
-rule holding certificates until an open auction closes would remove the
-remaining race; see docs/haggling.md.) Requests cost a bid each, so each
-signer may hold only a few auctions open with this vendor at a time, and
-every request is bid on at most once.
+Bids are sealed: each goes at once, on a direct stream, to the request's
+signer (the auctioneer, see :mod:`circles._haggle_auction`), never to the
+circle's topic, where an offer is live at once and could close a deal before
+cheaper bids arrive. The auctioneer answers "taken" or refuses with a reason
+("closed" when the bid reached it after the auction's close); a bid that got
+no answer is sent again, the same bytes, a bounded number of times. The
+vendor's node must be able to reach the auctioneer (connected to it, or on
+libp2p knowing its address). Requests cost a bid each, so each signer may hold
+only a few auctions open with this vendor at a time, and every request is bid
+on at most once.
 """
 
 from __future__ import annotations
@@ -30,12 +31,18 @@ import trio
 import protocol
 from protocol import Mandate, Negotiation, Party, QuoteRequest
 
-from ._haggle import stored_envelope
+from ._haggle import (
+    AUCTION_PROTOCOL,
+    MAX_MOVE_SIZE,
+    HaggleError,
+    decode_bid_reply,
+    encode_bid,
+    stored_envelope,
+)
 from ._node import EventStream, Node
 from ._node_events import CircleUpdated
 from ._strategies import Action, SessionView, Strategy
-from ._topics import circle_topic
-from ._transport import TransportError
+from ._transport import RequestFailed, peer_id_of
 
 __all__ = ["Bidder", "permissive_mandate"]
 
@@ -62,6 +69,8 @@ class Bidder:
         valid_for: int,
         remember: int,
         terms: str,
+        timeout: float = 10.0,
+        retries: int = 2,
     ) -> None:
         self.node = node
         self._strategy_for = strategy_for
@@ -70,15 +79,20 @@ class Bidder:
         self._valid_for = valid_for
         self._remember = remember
         self._terms = terms
+        self._timeout = timeout
+        self._retries = retries
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         # Per request signer: the respond_by of each auction bid on and still open.
         self._open: dict[bytes, list[int]] = {}
         self.bids = 0
+        self.refused = 0
+        # Why recent bids did not take part (offer id -> reason), oldest first, bounded.
+        self.refusals: OrderedDict[bytes, str] = OrderedDict()
 
     async def run(self, events: EventStream, nursery: trio.Nursery) -> None:
         """Bid on each request for quote the node reports, until cancelled.
 
-        Sealed bids wait in ``nursery`` until their auction's ``respond_by``.
+        Each bid travels to its auctioneer in a task of ``nursery``.
         """
         async with events:
             async for event in events:
@@ -95,7 +109,7 @@ class Bidder:
                 data = stored_envelope(self.node, refused.message)
                 bid = None if data is None else self.bid(data)
                 if bid is not None:
-                    nursery.start_soon(self._publish_at, *bid)
+                    nursery.start_soon(self._submit, *bid)
 
     def _room_for(self, signer: bytes, now: int) -> bool:
         still_open = [t for t in self._open.get(signer, ()) if t > now]
@@ -105,8 +119,8 @@ class Bidder:
             self._open.pop(signer, None)
         return len(still_open) < self._max_open
 
-    def bid(self, data: bytes) -> tuple[bytes, bytes, int] | None:
-        """A sealed bid on one request for quote: (circle, offer envelope, publish at), or None.
+    def bid(self, data: bytes) -> tuple[bytes, bytes] | None:
+        """A sealed bid on one request for quote: (auctioneer's key, offer envelope), or None.
 
         None when the request is no open auction we take part in.
         """
@@ -146,13 +160,37 @@ class Bidder:
         )
         self._open.setdefault(rfq.signer, []).append(body.respond_by)
         self.bids += 1
-        return body.circle, protocol.seal(offer, self.node.identity).data, body.respond_by
+        return rfq.signer, protocol.seal(offer, self.node.identity).data
 
-    async def _publish_at(self, circle: bytes, offer: bytes, when: int) -> None:
-        while self.node.now() < when:
-            await trio.sleep(max(0.05, when - self.node.now()))
-        try:
-            # Our own subscription delivers it back: the node stores it as its own offer.
-            await self.node.transport.publish(circle_topic(circle), offer)
-        except TransportError as exc:
-            log.warning("could not publish an auction bid: %s", exc)
+    async def _submit(self, auctioneer: bytes, offer: bytes) -> None:
+        """Send one bid to its auctioneer; note why, if it does not take part."""
+        frame = encode_bid(offer)
+        reason = ""
+        for _ in range(self._retries + 1):
+            try:
+                data = await self.node.transport.request(
+                    peer_id_of(auctioneer),
+                    AUCTION_PROTOCOL,
+                    frame,
+                    timeout=self._timeout,
+                    max_response=MAX_MOVE_SIZE,
+                )
+            except RequestFailed as exc:
+                reason = exc.reason
+                if exc.reason in ("unreachable", "unsupported"):
+                    break
+                continue  # the same bytes again: a bid already taken is answered "taken"
+            try:
+                reply = decode_bid_reply(data)
+            except HaggleError as exc:
+                reason = exc.reason
+                break
+            if reply.kind == "taken":
+                return
+            reason = reply.reason
+            break
+        log.info("an auction bid did not take part: %s", reason)
+        self.refused += 1
+        self.refusals[protocol.envelope_id(offer)] = reason
+        while len(self.refusals) > self._remember:
+            self.refusals.popitem(last=False)

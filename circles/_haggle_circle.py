@@ -12,11 +12,15 @@ sends one our machine refuses, or stops answering) the circle walks away, so
 a negotiation always returns an outcome and never hangs past its deadline.
 
 A reverse auction publishes one request for quote with no vendor on the
-circle's topic (:func:`request_quotes`); vendors answer with offers on the
-same topic. Once ``respond_by`` has passed, :func:`auction_result` ranks the
-offers in the node's log with :func:`protocol.rank_offers`, against the
-mandate of the pledges signed before ``respond_by``: a pure function of the
-log, so every member holding the same messages computes the same winner.
+circle's topic (:func:`request_quotes`); vendors answer with sealed bids sent
+to the request's signer on direct streams, never on the topic (see
+:mod:`circles._haggle_auction` for why and for the close). At the close,
+:func:`reverse_auction` ranks the bids with :func:`protocol.rank_offers`,
+against the mandate of the pledges signed before ``respond_by``, and
+publishes the winning offer alone, so the circle certifies the cheapest bid
+taken and no other. :func:`auction_result` is that ranking as any node sees
+it: the sealed bids it holds (the auctioneer's) plus the offers answering the
+request in its log.
 """
 
 from __future__ import annotations
@@ -40,10 +44,11 @@ from ._haggle import (
     encode_request,
     mandate_of,
 )
+from ._haggle_auction import held_bids, house_of, is_open
 from ._node import Node
 from ._strategies import Negotiator, Strategy, StrategyError
 from ._topics import NEGOTIATE_PROTOCOL, circle_topic
-from ._transport import RequestFailed, peer_id_of
+from ._transport import RequestFailed, TransportError, peer_id_of
 
 __all__ = [
     "AuctionOutcome",
@@ -62,7 +67,9 @@ class AuctionOutcome:
     rfq: bytes
     """The request for quote's envelope (its id names the auction)."""
     result: protocol.AuctionResult
-    """The winner and the ranking every member computes from the same log."""
+    """The winner and the ranking of every bid taken before the close."""
+    bids: tuple[bytes, ...]
+    """The sealed bids taken (offer envelopes, by id); only the winner's was published."""
 
 
 def _quote_request(
@@ -282,12 +289,18 @@ async def request_quotes(
     product: str | None = None,
     duration: int | None = None,
     max_rounds: int = 10,
+    grace: float = 2.0,
 ) -> bytes:
     """Open a reverse auction: publish a request for quote to every vendor on the circle's topic.
 
-    Returns the request's envelope; vendors answer with offers until its
-    ``respond_by`` (``respond_within`` seconds from now).
+    Returns the request's envelope. Vendors send their bids, signed before its
+    ``respond_by`` (``respond_within`` seconds from now), to this node, which
+    takes them until ``respond_by`` plus ``grace`` (whole seconds, rounded
+    up): the auction's close. :func:`reverse_auction` also waits for the
+    close and publishes the winner; this alone only collects the bids.
     """
+    if grace < 0:
+        raise HaggleError("grace must not be negative", reason="bad-argument")
     rfq = _quote_request(
         node,
         circle,
@@ -298,7 +311,14 @@ async def request_quotes(
         duration=respond_within if duration is None else duration,
         max_rounds=max_rounds,
     )
-    await node.transport.publish(circle_topic(circle), rfq)
+    # The book is open before any vendor can hear of the auction.
+    house = house_of(node)
+    house.open(rfq, grace=grace)
+    try:
+        await node.transport.publish(circle_topic(circle), rfq)
+    except BaseException:
+        house.close(protocol.envelope_id(rfq))
+        raise
     return rfq
 
 
@@ -314,21 +334,24 @@ def auction_result(
     *,
     reputations: Mapping[bytes, protocol.Reputation] | None = None,
 ) -> protocol.AuctionResult:
-    """Rank the offers answering ``rfq`` in the node's log; the same log gives the same winner.
+    """Rank the bids answering ``rfq`` that this node holds.
 
-    The mandate is that of the pledges signed before the request's
-    ``respond_by`` (later pledges do not change who won). Raises
-    :class:`protocol.AuctionError` ("still-open") before ``respond_by``.
+    Those are the sealed bids the auctioneer's node took, plus the offers
+    answering the request in the node's log (on other members, the winner's
+    once the auctioneer published it). The mandate is that of the pledges
+    signed before the request's ``respond_by`` (later pledges do not change
+    who won). Raises :class:`protocol.AuctionError` ("still-open") before
+    ``respond_by``, and on the auctioneer's node before the close.
     """
     request = protocol.decode_as(rfq, QuoteRequest)
     respond_by = request.message.respond_by
-    if node.now() < respond_by:
+    if node.now() < respond_by or is_open(node, request.id):
         raise protocol.AuctionError(
-            "the auction is still open: ask again at its respond_by", reason="still-open"
+            "the auction is still open: ask again after its close", reason="still-open"
         )
     state = node.circle(circle)
     before = []
-    offers = []
+    offers = list(held_bids(node, request.id))
     for data in circle_log(node, circle):
         envelope = protocol.decode(data)
         message = envelope.message
@@ -352,21 +375,45 @@ async def reverse_auction(
     product: str | None = None,
     grace: float = 2.0,
     reputations: Mapping[bytes, protocol.Reputation] | None = None,
+    publish_timeout: float = 10.0,
 ) -> AuctionOutcome:
-    """Run a reverse auction: request quotes, wait for ``respond_by`` (plus ``grace``), rank.
+    """Run a reverse auction: request quotes, close it, rank the bids, publish the winner.
 
-    ``grace`` seconds let offers signed just before ``respond_by`` arrive.
-    Other members rank the same request with :func:`auction_result`.
+    The auction closes ``grace`` seconds (rounded up to whole seconds) after
+    its ``respond_by``, so that bids signed before ``respond_by`` and still on
+    their way arrive; bids arriving later are refused as "closed". Only the
+    winning offer is published on the circle's topic, so the circle's deal
+    closes at the cheapest bid taken whatever order the bids arrived in.
+    Raises HaggleError("not-published") if the winner could not be published
+    within ``publish_timeout`` seconds.
     """
-    if grace < 0:
-        raise HaggleError("grace must not be negative", reason="bad-argument")
+    if grace < 0 or publish_timeout <= 0:
+        raise HaggleError(
+            "grace must not be negative and publish_timeout must be positive",
+            reason="bad-argument",
+        )
     rfq = await request_quotes(
-        node, circle, respond_within=respond_within, quantity=quantity, product=product
+        node, circle, respond_within=respond_within, quantity=quantity, product=product, grace=grace
     )
-    respond_by = protocol.decode_as(rfq, QuoteRequest).message.respond_by
-    while node.now() < respond_by:
-        await trio.sleep(max(0.05, respond_by - node.now()))
-    await trio.sleep(grace)
-    return AuctionOutcome(
-        rfq=rfq, result=auction_result(node, circle, rfq, reputations=reputations)
-    )
+    session = protocol.envelope_id(rfq)
+    house = house_of(node)
+    closes_at = house.closes_at(session)
+    assert closes_at is not None  # request_quotes opened the book
+    # Bounded: the close is a fixed time on the node's clock.
+    while node.now() < closes_at:
+        await trio.sleep(max(0.05, closes_at - node.now()))
+    bids = house.close(session)
+    result = auction_result(node, circle, rfq, reputations=reputations)
+    winner = result.winner
+    sealed = {protocol.envelope_id(b): b for b in bids}
+    if winner is not None and winner.offer in sealed:
+        offer = sealed[winner.offer]
+        try:
+            with trio.fail_after(publish_timeout):
+                await node.transport.publish(circle_topic(circle), offer)
+        except (trio.TooSlowError, TransportError) as exc:
+            raise HaggleError(
+                f"the winning bid could not be published ({exc}); publish it again",
+                reason="not-published",
+            ) from None
+    return AuctionOutcome(rfq=rfq, result=result, bids=bids)

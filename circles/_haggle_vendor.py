@@ -27,7 +27,8 @@ certificates yourself) to sign the deal.
 
 With ``bid_auctions`` the desk also answers requests for quote published on
 the topics of circles the node follows (reverse auctions) with the opening
-price of its strategy (see :mod:`circles._haggle_bidder`).
+price of its strategy, a sealed bid sent to the request's signer (see
+:mod:`circles._haggle_bidder`).
 
 The vendor's machine does not enforce the circle's mandate (the vendor cannot
 tell which pledges the circle counts): it takes a mandate that covers any
@@ -85,6 +86,9 @@ class DeskStatistics:
     """Sessions that ended in agreement."""
     bids: int
     """Offers made in reverse auctions."""
+    bids_refused: int
+    """Of those, bids that take no part: refused by the auctioneer (see
+    :attr:`VendorDesk.bid_refusals`) or never answered."""
     errors: int
     """Requests that hit an unexpected error in the desk (a bug; answered with a refusal)."""
 
@@ -209,12 +213,23 @@ class VendorDesk:
         """Every agreement the desk reached, in order."""
         return tuple(self._agreements)
 
+    @property
+    def bid_refusals(self) -> dict[bytes, str]:
+        """Why recent auction bids take no part: offer id -> the auctioneer's reason.
+
+        Reasons: "closed" (the bid reached the auctioneer after the auction's
+        close), "too-late", "already-bid", "unknown-auction", ... or the
+        transport's ("timeout", "unreachable", "unsupported") if none came.
+        """
+        return dict(self._bidder.refusals)
+
     def statistics(self) -> DeskStatistics:
         """Current counters."""
         return DeskStatistics(
             open_sessions=len(self._sessions),
             agreements=len(self._agreements),
             bids=self._bidder.bids,
+            bids_refused=self._bidder.refused,
             **self._counts,
         )
 

@@ -40,6 +40,7 @@ from circles._haggle import (
     decode_reply,
     decode_request,
     encode_request,
+    stored_envelope,
 )
 from circles._topics import NEGOTIATE_PROTOCOL
 from circles._transport import RequestFailed, Transport, peer_id_of
@@ -217,17 +218,16 @@ async def test_a_reverse_auction_among_three_vendors_picks_one_winner_on_every_m
                 await stack.enter_async_context(VendorDesk(vendor, strategy=strategy))
             with trio.fail_after(600):
                 auction = await reverse_auction(members[0], circle, respond_within=30)
-                results = []
-                for node in nodes:
-                    await node.wait_until(lambda n=node: quote_requests(n, circle) != [])  # type: ignore[misc]
-                    (rfq,) = quote_requests(node, circle)
-                    assert rfq == auction.rfq
-                    results.append(auction_result(node, circle, rfq))
                 # The winner's offer is an ordinary offer: the circle closes its deal.
                 for node in nodes:
                     await node.wait_until(
                         lambda n=node: n.circle(circle).deal is not None  # type: ignore[misc]
                     )
+                results = []
+                for node in nodes:
+                    (rfq,) = quote_requests(node, circle)
+                    assert rfq == auction.rfq
+                    results.append(auction_result(node, circle, rfq))
         winner = auction.result.winner
         assert winner is not None and winner.vendor == vendors[1].public_key
         assert winner.clearing_price == 4300
@@ -236,7 +236,11 @@ async def test_a_reverse_auction_among_three_vendors_picks_one_winner_on_every_m
             vendors[2].public_key,
             vendors[0].public_key,
         ]
-        assert all(r == auction.result for r in results)
+        # The auctioneer ranked every sealed bid; the others see the winner's offer alone.
+        assert results[0] == auction.result
+        assert len(auction.bids) == 3
+        for result in results[1:]:
+            assert result.winner == winner and result.ranking == (winner,)
         deal = members[2].circle(circle).deal
         assert deal.signer == vendors[1].public_key and deal.message.unit_price == 4300
 
@@ -487,9 +491,12 @@ async def test_over_libp2p_a_circle_negotiates_and_closes_a_deal_and_an_auction_
             # A reverse auction on the same circle: both desks bid, both members agree.
             auction = await reverse_auction(alice, circle, respond_within=3, grace=1.0)
             await bob.wait_until(lambda: quote_requests(bob, circle) != [])
-            ranked = auction_result(bob, circle, auction.rfq)
-            assert ranked == auction.result
             assert auction.result.winner is not None
+            winner = auction.result.winner.offer
+            # Only the winner's bid was published: Bob ranks it alone, the same winner.
+            await bob.wait_until(lambda: stored_envelope(bob, winner) is not None)
+            ranked = auction_result(bob, circle, auction.rfq)
+            assert ranked.winner == auction.result.winner and len(ranked.ranking) == 1
             # Both desks bid; the Boulware desk's opening 6000 is above what the pledges clear.
             assert [b.vendor for b in auction.result.ranking] == [rival.public_key]
             assert [reason for _, reason in auction.result.refused] == ["does-not-clear"]

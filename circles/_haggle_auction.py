@@ -1,0 +1,234 @@
+"""The auctioneer's side of a reverse auction: sealed bids on direct streams, one close.
+
+Theory of operation: a bid is an ordinary signed :class:`protocol.Offer`, and
+an offer on a circle's topic is live at once: a circle whose pledges clear it
+assembles a certificate ``assemble_delay`` later and the vendor countersigns.
+Bids that travelled on the topic therefore raced each other, and a cheaper
+bid whose link was slower than that lost to a dearer one that had already
+closed a deal. So bids never touch the topic. Each vendor sends its bid on a
+direct stream (``/buying-circles/auction/1.0.0``, see :mod:`circles._haggle`)
+to the request's signer, whose node holds it sealed in a :class:`_Book`.
+
+Every book has one close, fixed when it opens and the same for every bidder:
+the request's ``respond_by`` plus a grace of whole seconds for bids already
+on their way. A bid is taken only if it was signed before ``respond_by``
+(``protocol.rank_offers`` refuses it as "too-late" otherwise) and reaches the
+book before the close; after the close every bid is refused as "closed", and
+the bidder is told so, so no bid is lost silently. At the close the
+auctioneer ranks what it holds against the mandate of the pledges signed
+before ``respond_by`` and publishes the winning offer alone on the circle's
+topic. The circle then has exactly one auction offer to certify: the
+cheapest bid the auctioneer took, whatever order the bids arrived in.
+
+Losing bids stay sealed (vendors' prices are not shown to competitors), so a
+member other than the auctioneer ranks only the offers in its own log. A
+peer may submit only its own bid, one per auction (a repeat of the same bytes
+is answered "taken" again, for retries); books, bids per book and closed books
+remembered are all bounded.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import protocol
+from protocol import Mandate, QuoteRequest
+
+from ._haggle import (
+    AUCTION_PROTOCOL,
+    MAX_MOVE_SIZE,
+    HaggleError,
+    decode_bid,
+    encode_refused,
+    encode_taken,
+)
+from ._node import Node, NodeError
+from ._transport import PeerId, Transport, public_key_of
+
+__all__ = ["MAX_BIDS", "MAX_OPEN_AUCTIONS", "AuctionHouse", "held_bids", "house_of", "is_open"]
+
+#: Auctions one node may hold open at once.
+MAX_OPEN_AUCTIONS = 16
+#: Bids one auction takes at most (one per vendor).
+MAX_BIDS = 128
+#: Closed auctions whose bids a node keeps (for ranking, and to answer late bids "closed").
+_REMEMBER_CLOSED = 32
+
+# Any valid offer clears this: the book checks a bid's form, not its price.
+_ANY_PRICE = Mandate(target=1, demand=((10**15, 10**12),))
+
+
+class _Refusal(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class _Book:
+    """One auction's sealed bids."""
+
+    rfq: bytes
+    request: protocol.Envelope[QuoteRequest]
+    closes_at: int
+    bids: dict[bytes, bytes] = field(default_factory=dict)  # vendor key -> offer envelope
+    closed: bool = False
+
+
+class AuctionHouse:
+    """The auctions one node runs: opens books, serves bids, closes them.
+
+    Get a node's house with :func:`house_of`; it serves ``AUCTION_PROTOCOL``
+    on the node's transport from then on.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._transport: Transport | None = None
+        self._open: dict[bytes, _Book] = {}
+        self._closed: OrderedDict[bytes, _Book] = OrderedDict()
+        self.taken = 0
+        self.refused = 0
+
+    def _serve(self) -> None:
+        transport = self.node.transport
+        if transport is not self._transport:
+            # A restarted node has a new transport; books of the old run are void.
+            self._open.clear()
+            self._closed.clear()
+            transport.set_handler(AUCTION_PROTOCOL, self._handle, max_request=MAX_MOVE_SIZE + 64)
+            self._transport = transport
+
+    # ------------------------------------------------------------- books
+    def open(self, rfq: bytes, *, grace: float) -> int:
+        """Hold bids for the auction ``rfq`` until its close; returns the close (node time).
+
+        The close is ``respond_by`` plus ``grace`` rounded up to whole seconds,
+        the node clock's resolution.
+        """
+        request = protocol.decode_as(rfq, QuoteRequest)
+        self._expire()
+        if len(self._open) >= MAX_OPEN_AUCTIONS:
+            raise HaggleError(
+                f"at most {MAX_OPEN_AUCTIONS} auctions open at once; wait for one to close",
+                reason="busy",
+            )
+        closes_at = request.message.respond_by + math.ceil(grace)
+        self._open[request.id] = _Book(rfq=rfq, request=request, closes_at=closes_at)
+        return closes_at
+
+    def closes_at(self, session: bytes) -> int | None:
+        """The close (node time) of auction ``session``, or None if it is not held here."""
+        book = self._open.get(session) or self._closed.get(session)
+        return None if book is None else book.closes_at
+
+    def is_open(self, session: bytes) -> bool:
+        """True while the auction ``session`` (its request's id) still takes bids here."""
+        self._expire()
+        return session in self._open
+
+    def bids(self, session: bytes) -> tuple[bytes, ...]:
+        """The bids held for auction ``session``, open or closed, by offer id."""
+        book = self._open.get(session) or self._closed.get(session)
+        if book is None:
+            return ()
+        return tuple(sorted(book.bids.values(), key=protocol.envelope_id))
+
+    def close(self, session: bytes) -> tuple[bytes, ...]:
+        """Close auction ``session`` now (no bid is taken after this); its bids, by offer id."""
+        book = self._open.pop(session, None)
+        if book is not None:
+            self._retire(book)
+        return self.bids(session)
+
+    def _retire(self, book: _Book) -> None:
+        book.closed = True
+        self._closed[book.request.id] = book
+        while len(self._closed) > _REMEMBER_CLOSED:
+            self._closed.popitem(last=False)
+
+    def _expire(self) -> None:
+        now = self.node.now()
+        for session, book in list(self._open.items()):
+            if now >= book.closes_at:
+                del self._open[session]
+                self._retire(book)
+
+    # ----------------------------------------------------------- serving
+    async def _handle(self, peer: PeerId, data: bytes) -> bytes:
+        try:
+            self._take(peer, data)
+        except _Refusal as refusal:
+            self.refused += 1
+            return encode_refused(refusal.reason, refusal.detail)
+        except (HaggleError, protocol.ProtocolError) as exc:
+            self.refused += 1
+            return encode_refused(exc.reason, str(exc))
+        return encode_taken()
+
+    def _take(self, peer: PeerId, data: bytes) -> None:
+        """Hold one bid, or raise why not; nothing changes on a refusal."""
+        offer = protocol.decode_as(decode_bid(data), protocol.Offer)
+        if public_key_of(peer) != offer.signer:
+            raise _Refusal("not-a-party", "send your own bid, from your own peer id")
+        session = offer.message.in_reply_to
+        self._expire()
+        book = None if session is None else self._open.get(session)
+        if book is None:
+            if session is not None and session in self._closed:
+                raise _Refusal("closed", "the auction closed before your bid arrived")
+            raise _Refusal("unknown-auction", "this node runs no auction for that request")
+        held = book.bids.get(offer.signer)
+        if held is not None:
+            if protocol.envelope_id(held) == offer.id:
+                return  # a retry of a bid already taken
+            raise _Refusal("already-bid", "one sealed bid per vendor and auction")
+        # The same checks every member's ranking applies, except the price:
+        # a bid that the pledges do not clear at the close simply ranks nowhere.
+        result = protocol.rank_offers(book.rfq, [offer.data], mandate=_ANY_PRICE)
+        if result.refused:
+            ((_, reason),) = result.refused
+            raise _Refusal(reason, f"the auction refuses this bid ({reason})")
+        if len(book.bids) >= MAX_BIDS:
+            raise _Refusal("full", f"this auction takes at most {MAX_BIDS} bids")
+        book.bids[offer.signer] = offer.data
+        self.taken += 1
+
+
+_houses: weakref.WeakKeyDictionary[Node, AuctionHouse] = weakref.WeakKeyDictionary()
+
+
+def house_of(node: Node) -> AuctionHouse:
+    """The running ``node``'s auction house, serving bids on its transport."""
+    house = _houses.get(node)
+    if house is None:
+        house = _houses[node] = AuctionHouse(node)
+    house._serve()
+    return house
+
+
+def _running_house(node: Node) -> AuctionHouse | None:
+    house = _houses.get(node)
+    if house is None or house._transport is None:
+        return None
+    try:
+        current = node.transport
+    except NodeError:
+        return None
+    return house if current is house._transport else None
+
+
+def held_bids(node: Node, session: bytes) -> tuple[bytes, ...]:
+    """The sealed bids ``node`` holds for auction ``session`` (none unless it runs it)."""
+    house = _running_house(node)
+    return () if house is None else house.bids(session)
+
+
+def is_open(node: Node, session: bytes) -> bool:
+    """True while ``node`` runs auction ``session`` and it still takes bids."""
+    house = _running_house(node)
+    return house is not None and house.is_open(session)

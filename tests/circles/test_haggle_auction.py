@@ -1,0 +1,347 @@
+"""Reverse auctions over the network: a delayed cheaper bid still wins.
+
+The race these tests pin down: bids used to be ordinary offers published on
+the circle's topic at ``respond_by``, and a circle whose pledges clear an
+offer assembles its certificate ``assemble_delay`` after the offer arrives.
+A cheaper bid whose link was slower than that lost to a dearer bid that had
+already closed a deal. The vendors here bid through a real transport whose
+uplink is slow (every request and publication it makes takes longer), on the
+in-memory network in virtual time and on py-libp2p hosts on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+
+import protocol
+from circles import (
+    MemoryNetwork,
+    Node,
+    TakeItOrLeaveIt,
+    VendorDesk,
+    auction_result,
+    request_quotes,
+    reverse_auction,
+)
+from circles._haggle import (
+    AUCTION_PROTOCOL,
+    MAX_MOVE_SIZE,
+    HaggleError,
+    Reply,
+    decode_bid,
+    decode_bid_reply,
+    decode_reply,
+    encode_bid,
+    encode_reply_move,
+    encode_request,
+    encode_taken,
+)
+from circles._transport import (
+    DEFAULT_MAX_RESPONSE,
+    PeerId,
+    RequestFailed,
+    Transport,
+    peer_id_of,
+)
+
+from .test_haggle import EPOCH, circle_with_pledges, ident
+
+
+@pytest.fixture
+def mock_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+class SlowUplink:
+    """A real transport whose own requests and publications leave ``delay`` seconds late.
+
+    It records, for every request, when it was sent and when it left the slow
+    link (both on the node's clock), so a test can show a bid was in flight at
+    a given time. Everything else is the wrapped transport's.
+    """
+
+    def __init__(self, inner: Transport, delay: float, clock: Callable[[], float]) -> None:
+        self._inner = inner
+        self._delay = delay
+        self._clock = clock
+        self.requests: list[tuple[str, float, float]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        await trio.sleep(self._delay)
+        await self._inner.publish(topic, data)
+
+    async def request(
+        self,
+        peer: PeerId,
+        protocol_id: str,
+        data: bytes,
+        *,
+        timeout: float,
+        max_response: int = DEFAULT_MAX_RESPONSE,
+    ) -> bytes:
+        sent = self._clock()
+        deadline = trio.current_time() + timeout
+        # The slow link counts against the caller's timeout, as a real one would.
+        with trio.move_on_at(deadline):
+            await trio.sleep(self._delay)
+            self.requests.append((protocol_id, sent, self._clock()))
+            return await self._inner.request(
+                peer,
+                protocol_id,
+                data,
+                timeout=max(0.001, deadline - trio.current_time()),
+                max_response=max_response,
+            )
+        raise RequestFailed(f"{peer} did not answer in {timeout} s", reason="timeout")
+
+
+def slow(
+    opener: Callable[[protocol.Identity], contextlib.AbstractAsyncContextManager[Transport]],
+    delay: float,
+    clock: Callable[[], float],
+    links: list[SlowUplink],
+) -> Callable[[protocol.Identity], contextlib.AbstractAsyncContextManager[Transport]]:
+    @contextlib.asynccontextmanager
+    async def open_slow(identity: protocol.Identity) -> AsyncIterator[Transport]:
+        async with opener(identity) as inner:
+            link = SlowUplink(inner, delay, clock)
+            links.append(link)
+            yield link  # type: ignore[misc]
+
+    return open_slow
+
+
+def virtual_clock() -> float:
+    return EPOCH + trio.current_time()
+
+
+@contextlib.asynccontextmanager
+async def auction_nodes(
+    tmp_path: Path, network: MemoryNetwork, members: int, delays: list[float]
+) -> AsyncIterator[tuple[list[Node], list[SlowUplink]]]:
+    """``members`` member nodes, then one vendor node per entry of ``delays`` (its uplink delay).
+
+    Every node links to the first member (the auctioneer) and the vendors to
+    every member; vendors countersign automatically.
+    """
+    links: list[SlowUplink] = []
+    async with contextlib.AsyncExitStack() as stack:
+        nodes: list[Node] = []
+        for i in range(members + len(delays)):
+            opener = network.open_transport
+            if i >= members and delays[i - members] > 0:
+                opener = slow(opener, delays[i - members], virtual_clock, links)  # type: ignore[assignment]
+            node = Node(
+                ident(40 + i),
+                tmp_path / f"a{i}",
+                transport=opener,
+                clock=virtual_clock,
+                sync_interval=2.0,
+                auto_countersign=i >= members,
+                memory_store=True,
+            )
+            nodes.append(await stack.enter_async_context(node))
+        for node in nodes[1:]:
+            await node.connect(nodes[0].addresses()[0])
+        for vendor in nodes[members:]:
+            for member in nodes[1:members]:
+                await vendor.connect(member.addresses()[0])
+        yield nodes, links
+
+
+def offers_in(node: Node, circle: bytes) -> list[protocol.Envelope[protocol.Offer]]:
+    return [e for e in node.envelopes(circle) if isinstance(e.message, protocol.Offer)]  # type: ignore[misc]
+
+
+async def test_a_cheaper_bid_still_in_flight_at_the_close_wins_over_a_dearer_one(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """The cheap bid leaves before respond_by and lands after it, within the grace: it wins.
+
+    A still cheaper bid that lands after the close is refused as "closed",
+    and its vendor is told so.
+    """
+    network = MemoryNetwork(seed=11, latency=(0.01, 0.05))
+    delays = [0.0, 3.2, 0.0, 8.0]
+    async with auction_nodes(tmp_path, network, 2, delays) as (nodes, links):
+        alice, _bob, dear, cheap, dearest, late = nodes
+        circle = await circle_with_pledges(nodes, [(5, 5000), (5, 5000)])
+        async with contextlib.AsyncExitStack() as stack:
+            desks = [
+                await stack.enter_async_context(
+                    VendorDesk(vendor, strategy=TakeItOrLeaveIt(reservation=price, price=price))
+                )
+                for vendor, price in ((dear, 4600), (cheap, 4300), (dearest, 4800), (late, 4000))
+            ]
+            with trio.fail_after(120):
+                auction = await reverse_auction(alice, circle, respond_within=2, grace=2.0)
+                for node in nodes:
+                    await node.wait_until(
+                        lambda n=node: n.circle(circle).deal is not None  # type: ignore[misc]
+                    )
+                # Let anything still travelling arrive: the deal must not change.
+                await trio.sleep(30)
+            stats = [desk.statistics() for desk in desks]
+            refusals = [desk.bid_refusals for desk in desks]
+        winner = auction.result.winner
+        assert winner is not None and winner.vendor == cheap.public_key
+        for node in nodes:
+            deal = node.circle(circle).deal
+            assert (deal.signer, deal.message.unit_price) == (cheap.public_key, 4300)
+            # Only the winning bid ever reached the circle's topic: nothing dearer to certify.
+            assert [e.id for e in offers_in(node, circle)] == [winner.offer]
+            assert {c.message.offer for c in node.certificates(circle)} == {winner.offer}
+        assert [b.clearing_price for b in auction.result.ranking] == [4300, 4600, 4800]
+        assert len(auction.bids) == 3
+        # The cheap bid was sent before respond_by and was still on its way then;
+        # the late one landed after the close.
+        request = protocol.decode_as(auction.rfq, protocol.QuoteRequest).message
+        closes_at = request.respond_by + 2
+        (cheap_bid,), (late_bid,) = (
+            [r for r in link.requests if "auction" in r[0]] for link in links
+        )
+        assert cheap_bid[1] < request.respond_by < cheap_bid[2] < closes_at
+        assert late_bid[1] < request.respond_by and late_bid[2] > closes_at
+        assert [(s.bids, s.bids_refused) for s in stats] == [(1, 0), (1, 0), (1, 0), (1, 1)]
+        assert list(refusals[3].values()) == ["closed"] and refusals[:3] == [{}, {}, {}]
+
+
+def bid_for(
+    identity: protocol.Identity, rfq: bytes, price: int, now: int, **fields: object
+) -> bytes:
+    request = protocol.decode_as(rfq, protocol.QuoteRequest)
+    body: dict[str, object] = {
+        "circle": request.message.circle,
+        "product": "Olive oil",
+        "currency": "EUR",
+        "list_price": price,
+        "tiers": (protocol.Tier(min_quantity=1, unit_price=price),),
+        "capacity": 10,
+        "valid_until": now + 3600,
+        "terms": "",
+        "loyalty": (),
+        "in_reply_to": request.id,
+        "created": now,
+    }
+    body.update(fields)
+    return protocol.seal(protocol.Offer(**body), identity).data  # type: ignore[arg-type]
+
+
+async def test_the_auctioneer_takes_one_own_bid_per_vendor_until_the_close_and_refuses_the_rest(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    network = MemoryNetwork(seed=12, latency=0.01)
+    async with auction_nodes(tmp_path, network, 1, []) as (nodes, _):
+        (alice,) = nodes
+        circle = await circle_with_pledges(nodes, [(10, 5000)])
+        mallory, vendor = ident(66), ident(67)
+        async with (
+            network.open_transport(mallory) as raw,
+            network.open_transport(vendor) as honest,
+        ):
+            for transport in (raw, honest):
+                await transport.connect(alice.addresses()[0])
+
+            async def send(transport: Transport, frame: bytes) -> Reply:
+                data = await transport.request(
+                    peer_id_of(alice.public_key), AUCTION_PROTOCOL, frame, timeout=10
+                )
+                return decode_bid_reply(data)
+
+            with trio.fail_after(120):
+                # No auction yet: the node does not serve bids at all.
+                with pytest.raises(RequestFailed) as unserved:
+                    await send(raw, encode_bid(b"x"))
+                assert unserved.value.reason == "unsupported"
+                rfq = await request_quotes(alice, circle, respond_within=10, grace=3.0)
+                request = protocol.decode_as(rfq, protocol.QuoteRequest).message
+                now = alice.now()
+                good = bid_for(vendor, rfq, 4500, now)
+                reasons = []
+                for transport, frame in (
+                    (raw, b""),
+                    (raw, b"\xc1"),
+                    (raw, encode_bid(b"not an envelope")),
+                    (raw, encode_request(b"\x00" * 32, good)),  # a negotiation frame
+                    (raw, encode_bid(good)),  # someone else's bid
+                    (raw, encode_bid(bid_for(mallory, rfq, 1, now, in_reply_to=b"\x01" * 32))),
+                    (raw, encode_bid(bid_for(mallory, rfq, 1, now, created=request.respond_by))),
+                    (
+                        raw,
+                        encode_bid(bid_for(mallory, rfq, 1, now, valid_until=request.respond_by)),
+                    ),
+                    (raw, encode_bid(bid_for(mallory, rfq, 1, now, currency="USD"))),
+                ):
+                    reply = await send(transport, frame)
+                    assert reply.kind == "refused", reply
+                    reasons.append(reply.reason)
+                assert reasons == [
+                    "garbage",
+                    "garbage",
+                    "trailing-bytes",
+                    "garbage",
+                    "not-a-party",
+                    "unknown-auction",
+                    "too-late",
+                    "lapsed",
+                    "wrong-request",
+                ]
+                # One sealed bid per vendor; a retry of it is answered the same.
+                assert (await send(honest, encode_bid(good))).kind == "taken"
+                assert (await send(honest, encode_bid(good))).kind == "taken"
+                second = await send(honest, encode_bid(bid_for(vendor, rfq, 4400, now)))
+                assert second.reason == "already-bid"
+                # Signed before respond_by, arriving during the grace: taken.
+                signed = alice.now()
+                await trio.sleep(request.respond_by - alice.now() + 1)
+                assert request.respond_by <= alice.now() < request.respond_by + 3
+                in_flight = bid_for(mallory, rfq, 4450, signed)
+                assert (await send(raw, encode_bid(in_flight))).kind == "taken"
+                with pytest.raises(protocol.AuctionError) as early:
+                    auction_result(alice, circle, rfq)
+                assert early.value.reason == "still-open"
+                # After the close nothing more is taken.
+                await trio.sleep(3)
+                after = bid_for(ident(68), rfq, 4000, signed)
+                async with network.open_transport(ident(68)) as third:
+                    await third.connect(alice.addresses()[0])
+                    assert (await send(third, encode_bid(after))).reason == "closed"
+                result = auction_result(alice, circle, rfq)
+        assert [b.clearing_price for b in result.ranking] == [4450, 4500]
+        assert [b.vendor for b in result.ranking] == [mallory.public_key, vendor.public_key]
+        # Nothing of it reached the circle's topic: the bids are sealed.
+        assert offers_in(alice, circle) == []
+
+
+@given(st.binary(max_size=200) | st.lists(st.binary(max_size=40), max_size=5).map(b"".join))
+def test_auction_frame_decoders_refuse_any_bytes_with_a_haggle_error(data: bytes) -> None:
+    for decoder in (decode_bid, decode_bid_reply):
+        try:
+            decoder(data)
+        except HaggleError as exc:
+            assert exc.reason == "garbage"
+
+
+@given(st.binary(max_size=MAX_MOVE_SIZE - 64))
+def test_auction_frames_round_trip_and_stay_apart_from_negotiation_frames(offer: bytes) -> None:
+    assert decode_bid(encode_bid(offer)) == offer
+    assert decode_bid_reply(encode_taken()) == Reply(kind="taken")
+    # A negotiation reply is no auction reply, and the other way round.
+    for frame, decoder in (
+        (encode_reply_move(offer), decode_bid_reply),
+        (encode_taken(), decode_reply),
+    ):
+        with pytest.raises(HaggleError):
+            decoder(frame)
