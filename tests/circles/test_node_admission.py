@@ -612,3 +612,80 @@ async def test_circle_log_and_log_entry_read_the_store(
         assert info.value.reason == "bad-argument"
     with pytest.raises(NodeError):
         Node(ident(1), tmp_path / "x").circle_log(circle)
+
+
+# ------------------------------------------------------------ over real libp2p
+
+
+async def test_a_hostile_member_over_libp2p_gets_nothing_stored_forwarded_or_served(
+    tmp_path: Path,
+) -> None:
+    """Real hosts on 127.0.0.1: a raw peer (no validator of its own) publishes and serves by
+    sync signed negotiation moves naming the circle, beside one good pledge. Node a refuses
+    each move once; b, linked only to a, never sees one; the pledges still converge."""
+    from circles._libp2p import open_libp2p_transport
+
+    async with contextlib.AsyncExitStack() as stack:
+        a = await stack.enter_async_context(Node(ident(1), tmp_path / "a", sync_interval=1.0))
+        b = await stack.enter_async_context(Node(ident(2), tmp_path / "b", sync_interval=1.0))
+        with trio.fail_after(30):
+            await b.connect(a.addresses()[0])
+        circle = await a.found_circle(
+            title="Honey", unit="jar", target=10**6, currency="EUR", deadline=a.now() + 86400
+        )
+        with trio.fail_after(60):
+            await b.join(circle)
+        mallory = ident(6)
+        hostile = Signed(circle, mallory, a.now())
+        junk = [
+            hostile.accept(),
+            hostile.counter(),
+            hostile.reject(),
+            hostile.walkaway(),
+            hostile.rfq(vendor=b.public_key),
+        ]
+        good = hostile.pledge(quantity=4)
+        raw = await stack.enter_async_context(open_libp2p_transport(mallory))
+        charter = a.circle(circle).charter.data
+        raw.set_handler(SYNC_PROTOCOL, serving(circle, [charter, *junk, good]))
+        topic = circle_topic(circle)
+        await raw.subscribe(topic)
+        with trio.fail_after(60):
+            # a syncs the circle with every peer that connects: the junk comes by sync...
+            peer_a = await raw.connect(a.addresses()[0])
+            while raw.peer_id not in {
+                str(p)
+                for p in a.transport._pubsub.peer_topics.get(topic, ())  # type: ignore[attr-defined]
+            }:
+                await trio.sleep(0.05)
+            # ...and by gossip.
+            for data in [*junk, good]:
+                await raw.publish(topic, data)
+            ids = [protocol.envelope_id(good)]
+            for quantity in (1, 2, 3):
+                for node in (a, b):
+                    ids.append((await node.pledge(circle, quantity, max_price=300)).id)
+            for node in (a, b):
+                await node.wait_until(
+                    lambda n=node: all(n.circle(circle).pledge(i) is not None for i in ids)  # type: ignore[misc]
+                )
+            while a.refused < len(junk):
+                await trio.sleep(0.05)
+            served = await fetch_all(raw, peer_a, circle)
+            # A few more anti-entropy rounds, in which a asks the raw peer again.
+            rounds = a.syncer.rounds
+            while a.syncer.rounds < rounds + 3:
+                await trio.sleep(0.05)
+        junk_ids = {protocol.envelope_id(d) for d in junk}
+        for node in (a, b):
+            held = set(node._store.ids(circle))  # type: ignore[union-attr]
+            assert not junk_ids & held
+            assert not any(i in node._store for i in junk_ids)  # type: ignore[operator]
+            assert set(ids) <= held
+        # Each move refused once, however often it came back; none forwarded to b.
+        assert a.refused == len(junk)
+        assert b.refused == 0
+        assert b.transport.statistics().rejected == 0
+        assert not junk_ids & {protocol.envelope_id(d) for d in served}
+        assert {protocol.envelope_id(d) for d in served} == set(a._store.ids(circle))  # type: ignore[union-attr]
+        assert a.circle(circle).digest() == b.circle(circle).digest()
