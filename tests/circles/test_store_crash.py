@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections import defaultdict
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import trio
 
-import protocol
 from circles import Store
-from circles._store import STORE_FILE
 
-from .crash_worker import CHARTER, MEMBER
+from ._crash_checks import check_after_kill, reused_numbers
+from .crash_worker import CHARTER, MEMBER, pledge
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 TRIALS = 24
@@ -89,14 +86,32 @@ async def run_and_kill(data_dir: Path, rng: random.Random, log: Path, *, first: 
     return transcript
 
 
-def reused_numbers(signed: dict[int, set[bytes]]) -> dict[int, set[bytes]]:
-    """The sequence numbers signed for more than one pledge (equivocation)."""
-    return {seq: ids for seq, ids in signed.items() if len(ids) > 1}
-
-
 def test_reused_numbers_finds_equivocation() -> None:
     assert reused_numbers({1: {b"a"}, 2: {b"b"}}) == {}
     assert reused_numbers({1: {b"a"}, 2: {b"b", b"c"}}) == {2: {b"b", b"c"}}
+
+
+def test_check_after_kill_fails_on_a_lost_pledge_or_a_reused_number(tmp_path: Path) -> None:
+    kept, lost, other = pledge(1, 5, MEMBER), pledge(2, 5, MEMBER), pledge(1, 6, MEMBER)
+    # No file yet: fine while nothing was acknowledged.
+    assert check_after_kill(0, tmp_path, CHARTER.id, MEMBER.public_key, acked={}, signed={}) is None
+    with pytest.raises(AssertionError, match="lost"):
+        check_after_kill(0, tmp_path, CHARTER.id, MEMBER.public_key, acked={kept.id: 1}, signed={})
+    with Store.open(tmp_path) as store:
+        store.put_own(CHARTER)
+        store.put_own(kept)
+    signed: dict[int, set[bytes]] = {}
+    found = check_after_kill(
+        1, tmp_path, CHARTER.id, MEMBER.public_key, acked={kept.id: 1}, signed=signed
+    )
+    assert found == {kept.id: 1}
+    assert signed == {1: {kept.id}}
+    with pytest.raises(AssertionError, match="lost"):
+        check_after_kill(2, tmp_path, CHARTER.id, MEMBER.public_key, acked={lost.id: 2}, signed={})
+    with pytest.raises(AssertionError, match="signed twice"):
+        check_after_kill(
+            3, tmp_path, CHARTER.id, MEMBER.public_key, acked={}, signed={1: {other.id}}
+        )
 
 
 @pytest.mark.slow
@@ -121,23 +136,11 @@ async def test_sigkill_never_loses_an_acknowledged_pledge_nor_reuses_a_number(
                     acked[message_id] = seq
         if not transcript.ready.is_set():
             early += 1
-            if not (data_dir / STORE_FILE).exists():
-                continue  # killed before SQLite created the file
-        with closing(sqlite3.connect(data_dir / STORE_FILE)) as db:
-            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)], trial
-        with Store.open(data_dir) as store:
-            store.check()
-            mine = [
-                protocol.decode(s.data)
-                for s in store.envelopes(CHARTER.id)
-                if s.kind == "pledge" and s.signer == MEMBER.public_key
-            ]
-            stored = {e.id: e.message.seq for e in mine}  # type: ignore[attr-defined]
-            missing = {i.hex()[:16]: s for i, s in acked.items() if stored.get(i) != s}
-            assert not missing, f"trial {trial}: acknowledged pledges lost: {missing}"
-            for message_id, seq in stored.items():
-                signed[seq].add(message_id)
-        assert not reused_numbers(signed), f"trial {trial}: a number was signed twice"
+        found = check_after_kill(
+            trial, data_dir, CHARTER.id, MEMBER.public_key, acked=acked, signed=signed
+        )
+        if found is not None:
+            stored = found
     cut = sum(len(ids) for ids in signed.values()) - len(stored)
     print(
         f"\n{TRIALS} kills, {early} while opening the store: {len(acked)} pledges acknowledged, "
