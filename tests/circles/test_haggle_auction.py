@@ -12,6 +12,7 @@ in-memory network in virtual time and on py-libp2p hosts on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,7 @@ async def test_a_cheaper_bid_still_in_flight_at_the_close_wins_over_a_dearer_one
     and its vendor is told so.
     """
     network = MemoryNetwork(seed=11, latency=(0.01, 0.05))
-    delays = [0.0, 3.2, 0.0, 8.0]
+    delays = [0.0, 2.5, 0.0, 8.0]
     async with auction_nodes(tmp_path, network, 2, delays) as (nodes, links):
         alice, _bob, dear, cheap, dearest, late = nodes
         circle = await circle_with_pledges(nodes, [(5, 5000), (5, 5000)])
@@ -186,7 +187,7 @@ async def test_a_cheaper_bid_still_in_flight_at_the_close_wins_over_a_dearer_one
                 for vendor, price in ((dear, 4600), (cheap, 4300), (dearest, 4800), (late, 4000))
             ]
             with trio.fail_after(120):
-                auction = await reverse_auction(alice, circle, respond_within=2, grace=2.0)
+                auction = await reverse_auction(alice, circle, respond_within=2, grace=3.0)
                 for node in nodes:
                     await node.wait_until(
                         lambda n=node: n.circle(circle).deal is not None  # type: ignore[misc]
@@ -208,7 +209,7 @@ async def test_a_cheaper_bid_still_in_flight_at_the_close_wins_over_a_dearer_one
         # The cheap bid was sent before respond_by and was still on its way then;
         # the late one landed after the close.
         request = protocol.decode_as(auction.rfq, protocol.QuoteRequest).message
-        closes_at = request.respond_by + 2
+        closes_at = request.respond_by + 3
         (cheap_bid,), (late_bid,) = (
             [r for r in link.requests if "auction" in r[0]] for link in links
         )
@@ -345,3 +346,68 @@ def test_auction_frames_round_trip_and_stay_apart_from_negotiation_frames(offer:
     ):
         with pytest.raises(HaggleError):
             decoder(frame)
+
+
+async def test_over_libp2p_a_cheaper_bid_on_a_slow_link_still_wins(tmp_path: Path) -> None:
+    """Real py-libp2p hosts on 127.0.0.1, real time: the slow cheap bid lands in the grace."""
+    from circles._libp2p import open_libp2p_transport
+
+    links: list[SlowUplink] = []
+    with trio.fail_after(120):
+        async with contextlib.AsyncExitStack() as stack:
+            nodes = [
+                await stack.enter_async_context(
+                    Node(
+                        ident(50 + i),
+                        tmp_path / f"p2p{i}",
+                        transport=slow(open_libp2p_transport, 2.5, time.time, links)
+                        if i == 3
+                        else None,
+                        sync_interval=1.0,
+                        auto_countersign=i >= 2,
+                    )
+                )
+                for i in range(4)
+            ]
+            alice, bob, dear, cheap = nodes
+            for node in nodes[1:]:
+                await node.connect(alice.addresses()[0])
+            for vendor in (dear, cheap):
+                await vendor.connect(bob.addresses()[0])
+            circle = await alice.found_circle(
+                title="Olive oil",
+                unit="tin",
+                target=10,
+                currency="EUR",
+                deadline=alice.now() + 3600,
+            )
+            for node in nodes[1:]:
+                await node.join(circle)
+            await alice.pledge(circle, 5, max_price=5000)
+            await bob.pledge(circle, 5, max_price=5000)
+            for node in nodes:
+                await node.wait_until(
+                    lambda n=node: len(n.circle(circle).live_pledges()) == 2  # type: ignore[misc]
+                )
+            for vendor, price in ((dear, 4600), (cheap, 4300)):
+                strategy = TakeItOrLeaveIt(reservation=price, price=price)
+                await stack.enter_async_context(VendorDesk(vendor, strategy=strategy))
+            auction = await reverse_auction(alice, circle, respond_within=2, grace=3.0)
+            for node in nodes:
+                await node.wait_until(
+                    lambda n=node: n.circle(circle).deal is not None  # type: ignore[misc]
+                )
+            # A dearer certificate would come assemble_delay after its offer: give it time.
+            await trio.sleep(2)
+            winner = auction.result.winner
+            assert winner is not None and winner.vendor == cheap.public_key
+            assert [b.clearing_price for b in auction.result.ranking] == [4300, 4600]
+            for node in nodes:
+                deal = node.circle(circle).deal
+                assert (deal.signer, deal.message.unit_price) == (cheap.public_key, 4300)
+                assert [e.id for e in offers_in(node, circle)] == [winner.offer]
+                assert {c.message.offer for c in node.certificates(circle)} == {winner.offer}
+            respond_by = protocol.decode_as(auction.rfq, protocol.QuoteRequest).message.respond_by
+            (link,) = links
+            ((_, sent, left),) = [r for r in link.requests if "auction" in r[0]]
+            assert sent < respond_by < left < respond_by + 3
