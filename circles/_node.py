@@ -9,11 +9,12 @@ tasks: gossip delivery, anti-entropy sync, and sync with every peer that
 connects. Leaving the block cancels the nursery: cancellation is the shutdown
 path, and the transport and store close on the way out.
 
-Every envelope, from gossip or from sync, passes one door (:meth:`_take`):
-decode (strict, signature last), admission checks that do not depend on
-state (right circle, not dated more than five minutes ahead), then the store
-(idempotent by id) and the circle's state, which is a pure function of the
-set of messages. Messages the node signs itself are on disk, committed, before
+Every envelope, from gossip or from sync, passes one door: decode (strict,
+signature last), admission (right circle, not dated more than five minutes
+ahead, and the per-kind rules of :mod:`circles._node_admission`, decided
+against the circle's charter alone so that every node keeps the same set),
+then the store (idempotent by id) and the circle's state, which is a pure
+function of the set of messages. Messages the node signs itself are on disk, committed, before
 the call that made them returns and before they are published; a pledge's
 sequence number is reserved durably before it is signed, so a crash can never
 make the node sign two pledges with one sequence number.
