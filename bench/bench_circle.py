@@ -29,12 +29,13 @@ import hashlib
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import nacl.signing
+# The same raw baselines as the protocol benchmark (this script's folder is on
+# the import path when it runs).
+from bench_protocol import raw_verify_all, raw_verify_threads
 
 from circles import verify_batch
 from protocol import (
@@ -229,24 +230,14 @@ def measure_certificate(rounds: int) -> list[dict[str, Any]]:
     datas = [bytes(bytearray(p.data)) for p in pledges]
     raw = [(u.signer, u.signed_payload(), u.signature) for u in map(decode_unverified, datas)]
 
-    def raw_serial(items: list[tuple[bytes, bytes, bytes]] = raw) -> None:
-        for key, payload, signature in items:
-            nacl.signing.VerifyKey(key).verify(payload, signature)
+    def raw_serial() -> None:
+        raw_verify_all(raw)
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
     def raw_parallel() -> None:
         # The hardware's bound for "from bytes": raw verify split over every core.
-        share = (len(raw) + cores - 1) // cores
-        workers = [
-            threading.Thread(target=raw_serial, args=(raw[k * share : (k + 1) * share],))
-            for k in range(1, cores)
-        ]
-        for worker in workers:
-            worker.start()
-        raw_serial(raw[:share])
-        for worker in workers:
-            worker.join()
+        raw_verify_threads(raw, cores)
 
     def already_verified() -> None:
         verify_certificate(certificate, charter=circle, offer=offer, pledges=pledges)
