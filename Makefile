@@ -5,10 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 FUZZ_SECONDS ?= 300
-# What mypy --strict checks. Left out until their type errors are fixed:
-# examples/protocol_demo.py, examples/vendor_bot.py.
-TYPED := protocol circles scripts bench \
-	examples/embed_in_app.py examples/local_circle.py examples/research_sweep.py
+# What mypy --strict checks.
+TYPED := protocol circles scripts bench examples
 
 .PHONY: demo test lint typecheck unit bench fuzz vectors docs clean
 

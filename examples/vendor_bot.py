@@ -9,7 +9,9 @@ meets the buyers' pledges. Virtual time (trio's MockClock) and the in-memory
 network run the hour in well under a second.
 """
 
+import functools
 import tempfile
+from typing import Any
 
 import trio
 import trio.testing
@@ -23,6 +25,10 @@ LIST, FLOOR, E = 2400, 1700, 0.2
 
 def euros(minor: int) -> str:
     return f"{minor // 100}.{minor % 100:02d} EUR"
+
+
+def knows(node: circles.Node, circle: bytes) -> bool:
+    return circle in node.circles()
 
 
 async def main() -> None:
@@ -45,7 +51,7 @@ async def main() -> None:
                 title="Coffee beans", unit="bag", target=10, currency="EUR", deadline=start + 3600
             )
             for node in nodes[1:]:
-                await node.wait_until(lambda n=node: circle in n.circles())
+                await node.wait_until(functools.partial(knows, node, circle))
                 await node.join(circle)
             for buyer in buyers:
                 await buyer.pledge(circle, 4 if buyer is buyers[0] else 2, max_price=1900)
@@ -73,7 +79,8 @@ async def main() -> None:
 async def nursery_enter(nursery: trio.Nursery, node: circles.Node) -> circles.Node:
     """Run ``node`` until the nursery is cancelled; return it once started."""
 
-    async def run(task_status: trio.TaskStatus[circles.Node] = trio.TASK_STATUS_IGNORED) -> None:
+    # Any: trio-typing's stubs (installed with libp2p) hide trio.TaskStatus from mypy.
+    async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with node:
             task_status.started(node)
             await trio.sleep_forever()

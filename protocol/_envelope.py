@@ -46,6 +46,8 @@ VERSION = 1
 DOMAIN = "buying-circles"
 
 M = TypeVar("M", bound=Message)
+# Envelopes are frozen, so an Envelope[Pledge] is safely an Envelope[Message].
+M_co = TypeVar("M_co", bound=Message, covariant=True)
 
 # A canonical envelope ends with the signer (bin8 header + 32 bytes) and the
 # signature (bin8 header + 64 bytes), and starts with the array header and the
@@ -66,10 +68,10 @@ def signing_bytes(kind: str, body: Any) -> bytes:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Envelope(Generic[M]):
+class Envelope(Generic[M_co]):
     """A verified, signed message as it travels on the wire."""
 
-    message: M
+    message: M_co
     """The typed body."""
     signer: bytes
     """The 32-byte public key that signed it."""
@@ -93,10 +95,10 @@ class Envelope(Generic[M]):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UnverifiedEnvelope(Generic[M]):
+class UnverifiedEnvelope(Generic[M_co]):
     """An envelope whose bytes and fields are valid but whose signature is not checked yet."""
 
-    message: M
+    message: M_co
     """The typed body."""
     signer: bytes
     """The public key that claims to have signed it."""
@@ -109,7 +111,7 @@ class UnverifiedEnvelope(Generic[M]):
         """The bytes the signature must cover."""
         return _SIGNED_PREFIX + self.data[2:-_TAIL]
 
-    def verify(self, *, id: bytes | None = None) -> Envelope[M]:
+    def verify(self, *, id: bytes | None = None) -> Envelope[M_co]:
         """Check the signature; returns the verified envelope or raises BadSignature."""
         _verify(self.message.kind, self.signer, self.signature, self.data)
         return Envelope(
