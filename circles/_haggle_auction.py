@@ -87,21 +87,36 @@ class AuctionHouse:
     """
 
     def __init__(self, node: Node) -> None:
-        self.node = node
-        self._transport: Transport | None = None
+        # Both weak: the registry maps nodes to houses weakly, and a house
+        # holding its node (or the transport, which holds the node's handlers)
+        # would keep both alive for good.
+        self._node = weakref.ref(node)
+        self._transport: weakref.ref[Transport] | None = None
         self._open: dict[bytes, _Book] = {}
         self._closed: OrderedDict[bytes, _Book] = OrderedDict()
         self.taken = 0
         self.refused = 0
 
+    @property
+    def node(self) -> Node:
+        """The node this house runs auctions for."""
+        node = self._node()
+        if node is None:
+            raise HaggleError("the auctioneer's node is gone", reason="unknown-auction")
+        return node
+
     def _serve(self) -> None:
         transport = self.node.transport
-        if transport is not self._transport:
+        if not self.serves(transport):
             # A restarted node has a new transport; books of the old run are void.
             self._open.clear()
             self._closed.clear()
             transport.set_handler(AUCTION_PROTOCOL, self._handle, max_request=MAX_MOVE_SIZE + 64)
-            self._transport = transport
+            self._transport = weakref.ref(transport)
+
+    def serves(self, transport: Transport) -> bool:
+        """True if this house serves bids on ``transport``."""
+        return self._transport is not None and self._transport() is transport
 
     # ------------------------------------------------------------- books
     def open(self, rfq: bytes, *, grace: float) -> int:
@@ -175,17 +190,17 @@ class AuctionHouse:
         offer = protocol.decode_as(decode_bid(data), protocol.Offer)
         if public_key_of(peer) != offer.signer:
             raise _Refusal("not-a-party", "send your own bid, from your own peer id")
-        session = offer.message.in_reply_to
+        session = offer.message.in_reply_to or b""
         self._expire()
-        book = None if session is None else self._open.get(session)
+        book = self._open.get(session) or self._closed.get(session)
         if book is None:
-            if session is not None and session in self._closed:
-                raise _Refusal("closed", "the auction closed before your bid arrived")
             raise _Refusal("unknown-auction", "this node runs no auction for that request")
         held = book.bids.get(offer.signer)
+        if held is not None and protocol.envelope_id(held) == offer.id:
+            return  # a retry of a bid already taken, even after the close
+        if book.closed:
+            raise _Refusal("closed", "the auction closed before your bid arrived")
         if held is not None:
-            if protocol.envelope_id(held) == offer.id:
-                return  # a retry of a bid already taken
             raise _Refusal("already-bid", "one sealed bid per vendor and auction")
         # The same checks every member's ranking applies, except the price:
         # a bid that the pledges do not clear at the close simply ranks nowhere.
@@ -212,14 +227,15 @@ def house_of(node: Node) -> AuctionHouse:
 
 
 def _running_house(node: Node) -> AuctionHouse | None:
+    """The node's house if it serves bids on the node's current transport."""
     house = _houses.get(node)
-    if house is None or house._transport is None:
+    if house is None:
         return None
     try:
         current = node.transport
     except NodeError:
         return None
-    return house if current is house._transport else None
+    return house if house.serves(current) else None
 
 
 def held_bids(node: Node, session: bytes) -> tuple[bytes, ...]:

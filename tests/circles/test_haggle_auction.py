@@ -12,7 +12,9 @@ in-memory network in virtual time and on py-libp2p hosts on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -319,6 +321,8 @@ async def test_the_auctioneer_takes_one_own_bid_per_vendor_until_the_close_and_r
                 async with network.open_transport(ident(68)) as third:
                     await third.connect(alice.addresses()[0])
                     assert (await send(third, encode_bid(after))).reason == "closed"
+                # A retry of a bid taken before the close is still answered "taken".
+                assert (await send(honest, encode_bid(good))).kind == "taken"
                 result = auction_result(alice, circle, rfq)
         assert [b.clearing_price for b in result.ranking] == [4450, 4500]
         assert [b.vendor for b in result.ranking] == [mallory.public_key, vendor.public_key]
@@ -411,3 +415,17 @@ async def test_over_libp2p_a_cheaper_bid_on_a_slow_link_still_wins(tmp_path: Pat
             (link,) = links
             ((_, sent, left),) = [r for r in link.requests if "auction" in r[0]]
             assert sent < respond_by < left < respond_by + 3
+
+
+async def test_running_an_auction_does_not_keep_a_stopped_node_alive(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    network = MemoryNetwork(seed=13, latency=0.01)
+    async with auction_nodes(tmp_path, network, 1, []) as (nodes, _):
+        circle = await circle_with_pledges(nodes, [(10, 5000)])
+        with trio.fail_after(60):
+            await request_quotes(nodes[0], circle, respond_within=5)
+        gone = weakref.ref(nodes[0])
+    del nodes
+    gc.collect()
+    assert gone() is None
