@@ -27,7 +27,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import protocol
-from circles._node import Node, _GossipPacer
+from circles._node import Node
+from circles._node_own import _GossipPacer
 
 #: Pledge deadlines sit far ahead so that no circle changes state with the clock.
 DEADLINE_AHEAD = 24 * 3600
