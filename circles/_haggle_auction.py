@@ -29,6 +29,7 @@ remembered are all bounded.
 
 from __future__ import annotations
 
+import logging
 import math
 import weakref
 from collections import OrderedDict
@@ -49,6 +50,8 @@ from ._node import Node, NodeError
 from ._transport import PeerId, Transport, public_key_of
 
 __all__ = ["MAX_BIDS", "MAX_OPEN_AUCTIONS", "AuctionHouse", "held_bids", "house_of", "is_open"]
+
+log = logging.getLogger("circles.haggle")
 
 #: Auctions one node may hold open at once.
 MAX_OPEN_AUCTIONS = 16
@@ -127,6 +130,9 @@ class AuctionHouse:
         """
         request = protocol.decode_as(rfq, QuoteRequest)
         self._expire()
+        held = self._open.get(request.id) or self._closed.get(request.id)
+        if held is not None:
+            return held.closes_at  # the same request again: its bids stay
         if len(self._open) >= MAX_OPEN_AUCTIONS:
             raise HaggleError(
                 f"at most {MAX_OPEN_AUCTIONS} auctions open at once; wait for one to close",
@@ -183,6 +189,10 @@ class AuctionHouse:
         except (HaggleError, protocol.ProtocolError) as exc:
             self.refused += 1
             return encode_refused(exc.reason, str(exc))
+        except Exception:  # a bug here must not stop the node taking other bids
+            log.exception("the auction house failed on a bid from %s", peer)
+            self.refused += 1
+            return encode_refused("internal-error", "the auctioneer failed on this bid")
         return encode_taken()
 
     def _take(self, peer: PeerId, data: bytes) -> None:

@@ -413,7 +413,7 @@ async def reverse_auction(
                 await node.transport.publish(circle_topic(circle), offer)
         except (trio.TooSlowError, TransportError) as exc:
             raise HaggleError(
-                f"the winning bid could not be published ({exc}); publish it again",
+                f"the winning bid could not be published ({exc})",
                 reason="not-published",
             ) from None
     return AuctionOutcome(rfq=rfq, result=result, bids=bids)

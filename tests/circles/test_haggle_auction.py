@@ -48,6 +48,7 @@ from circles._haggle import (
     encode_request,
     encode_taken,
 )
+from circles._haggle_auction import held_bids, house_of
 from circles._transport import (
     DEFAULT_MAX_RESPONSE,
     PeerId,
@@ -306,6 +307,9 @@ async def test_the_auctioneer_takes_one_own_bid_per_vendor_until_the_close_and_r
                 assert (await send(honest, encode_bid(good))).kind == "taken"
                 second = await send(honest, encode_bid(bid_for(vendor, rfq, 4400, now)))
                 assert second.reason == "already-bid"
+                # Opening the same request again keeps its close and its bids.
+                assert house_of(alice).open(rfq, grace=9.0) == request.respond_by + 3
+                assert held_bids(alice, protocol.envelope_id(rfq)) == (good,)
                 # Signed before respond_by, arriving during the grace: taken.
                 signed = alice.now()
                 await trio.sleep(request.respond_by - alice.now() + 1)
