@@ -1,4 +1,4 @@
-"""What a circle's log admits: the per-kind rules for gossip, sync and the store alike.
+"""What a circle's log admits: the per-kind rules, the same for gossip and for sync.
 
 Theory of operation: every member keeps the same *set* of a circle's messages,
 and sync compares those sets by digest, so what a node admits must be a pure
