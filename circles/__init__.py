@@ -27,6 +27,8 @@ from ._node_events import CircleDiscovered as CircleDiscovered
 from ._node_events import CircleUpdated as CircleUpdated
 from ._node_events import NodeEvent as NodeEvent
 from ._node_events import Refused as Refused
+from ._simulate import SimulationOutcome as SimulationOutcome
+from ._simulate import simulate as simulate
 from ._store import Store as Store
 from ._store import StoredEnvelope as StoredEnvelope
 from ._store import StoreError as StoreError
@@ -35,12 +37,10 @@ from ._strategies import Move as Move
 from ._strategies import Negotiator as Negotiator
 from ._strategies import RelativeTitForTat as RelativeTitForTat
 from ._strategies import SessionView as SessionView
-from ._strategies import SimulationOutcome as SimulationOutcome
 from ._strategies import Strategy as Strategy
 from ._strategies import StrategyError as StrategyError
 from ._strategies import TakeItOrLeaveIt as TakeItOrLeaveIt
 from ._strategies import TimeDependent as TimeDependent
-from ._strategies import simulate as simulate
 from ._transport import RequestFailed as RequestFailed
 from ._transport import Transport as Transport
 from ._transport import TransportError as TransportError

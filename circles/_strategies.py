@@ -1,32 +1,33 @@
-"""Negotiation strategies: one small interface, three classic families, a simulator.
+"""Negotiation strategies: one small interface, three classic families, a negotiator.
 
 A :class:`Strategy` sees a :class:`SessionView` of the negotiation (the session and
 which side it plays) and the time, and returns a :class:`Move`. A
 :class:`Negotiator` turns moves into signed envelopes and refuses, before
 signing, any move beyond the strategy's reservation price or (for the circle)
 outside the mandate its live pledges give: a strategy can be wrong, but it
-cannot make its side agree to a price it must not. :func:`simulate` plays two
-strategies against each other in virtual time, from a seed, byte for byte
-reproducibly (ed25519 signatures are deterministic, and the only randomness is
-a ``random.Random`` drawn from the seed).
+cannot make its side agree to a price it must not. :func:`circles.simulate`
+plays two strategies against each other.
 
 The families follow Faratin, Sierra and Jennings (1998): time-dependent
 concession with exponent ``e`` (Boulware ``e < 1`` holds out, linear
 ``e = 1``, conceder ``e > 1`` gives in early), relative tit-for-tat (concede in
 proportion to what the other side conceded), and take-it-or-leave-it.
+
+A move is made millions of times in a simulation, so the view reads the
+session's running figures (its per-side price lists, its standing proposal)
+rather than rebuilding them, and the negotiator reads its request's terms once.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
+import functools
 import math
-import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import protocol
-from protocol import Mandate, Negotiation, Party
+from protocol import Negotiation, Party
 
 from ._errors import CirclesError
 
@@ -35,14 +36,17 @@ __all__ = [
     "Move",
     "Negotiator",
     "RelativeTitForTat",
-    "SimulationOutcome",
+    "SessionView",
     "Strategy",
     "StrategyError",
     "TakeItOrLeaveIt",
     "TimeDependent",
-    "SessionView",
-    "simulate",
 ]
+
+# Enum members read through the class cost ~70 ns each; every move reads these.
+_CIRCLE = Party.CIRCLE
+_VENDOR = Party.VENDOR
+_OTHER = {_CIRCLE: _VENDOR, _VENDOR: _CIRCLE}
 
 
 class StrategyError(CirclesError):
@@ -63,6 +67,11 @@ class Action(enum.Enum):
     WALK_AWAY = "walk-away"
 
 
+_PROPOSE = Action.PROPOSE
+_ACCEPT = Action.ACCEPT
+_REJECT = Action.REJECT
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Move:
     """A strategy's decision; build one with the class methods."""
@@ -77,17 +86,17 @@ class Move:
     @classmethod
     def propose(cls, unit_price: int) -> Move:
         """Offer (vendor's first move) or counter-offer ``unit_price``."""
-        return cls(action=Action.PROPOSE, unit_price=unit_price)
+        return cls(action=_PROPOSE, unit_price=unit_price)
 
     @classmethod
     def accept(cls) -> Move:
         """Accept the other side's standing proposal."""
-        return cls(action=Action.ACCEPT)
+        return cls(action=_ACCEPT)
 
     @classmethod
     def reject(cls, reason: str = "") -> Move:
         """Decline the other side's last move and end the negotiation."""
-        return cls(action=Action.REJECT, reason=reason)
+        return cls(action=_REJECT, reason=reason)
 
     @classmethod
     def walk_away(cls, reason: str = "") -> Move:
@@ -103,16 +112,28 @@ class SessionView:
     """The negotiation (read it; never feed it from a strategy)."""
     party: Party
     """The side the strategy plays."""
+    # The request's terms never change in a session: read once, here.
+    _vendor: bool = field(init=False, repr=False, compare=False)
+    _created: int = field(init=False, repr=False, compare=False)
+    _span: int = field(init=False, repr=False, compare=False)
+    _max_rounds: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        request = self.session.request.message
+        object.__setattr__(self, "_vendor", self.party is _VENDOR)
+        object.__setattr__(self, "_created", request.created)
+        object.__setattr__(self, "_span", max(1, request.deadline - request.created))
+        object.__setattr__(self, "_max_rounds", request.max_rounds)
 
     @property
     def mine(self) -> tuple[int, ...]:
         """The unit prices this side proposed, in order."""
-        return tuple(p.unit_price for p in self.session.proposals if p.party is self.party)
+        return self.session.prices(self.party)
 
     @property
     def theirs(self) -> tuple[int, ...]:
         """The unit prices the other side proposed, in order."""
-        return tuple(p.unit_price for p in self.session.proposals if p.party is not self.party)
+        return self.session.prices(_OTHER[self.party])
 
     @property
     def standing(self) -> int | None:
@@ -125,29 +146,30 @@ class SessionView:
     @property
     def can_propose(self) -> bool:
         """False once the round limit leaves only accept, reject or walk away."""
-        return self.session.standing is None or self.session.rounds_left > 0
+        session = self.session
+        return session.standing is None or session.rounds_left > 0
 
     def progress(self, now: int) -> float:
         """How far the negotiation is, 0..1: by time or by rounds, whichever is further."""
-        request = self.session.request.message
-        span = max(1, request.deadline - request.created)
-        by_time = (now - request.created) / span
+        session = self.session
+        by_time = (now - self._created) / self._span
         # The opening offer is round 0; each counter-offer takes the next round.
-        next_round = self.session.rounds + (self.session.standing is not None)
-        by_rounds = next_round / request.max_rounds
-        return min(1.0, max(0.0, by_time, by_rounds))
+        next_round = session.rounds + (session.standing is not None)
+        by_rounds = next_round / self._max_rounds
+        further = by_time if by_time > by_rounds else by_rounds
+        return 1.0 if further > 1.0 else further if further > 0.0 else 0.0
 
     def at_least_as_good(self, price: int, than: int) -> bool:
         """True when ``price`` suits this side at least as well as ``than``."""
-        return price >= than if self.party is Party.VENDOR else price <= than
+        return price >= than if self._vendor else price <= than
 
     def toward_me(self, price: float) -> int:
         """Round ``price`` to whole minor units in this side's favour."""
-        return math.ceil(price) if self.party is Party.VENDOR else max(1, math.floor(price))
+        return math.ceil(price) if self._vendor else max(1, math.floor(price))
 
     def within(self, price: int, reservation: int) -> bool:
         """True when ``price`` does not go beyond ``reservation`` for this side."""
-        return self.at_least_as_good(price, reservation)
+        return price >= reservation if self._vendor else price <= reservation
 
 
 class Strategy(Protocol):
@@ -171,6 +193,13 @@ def _final_answer(view: SessionView, reservation: int) -> Move:
     return Move.reject("no agreement within my limits")
 
 
+@functools.lru_cache(maxsize=4096, typed=True)
+def _proposing(unit_price: int) -> Move:
+    """Move.propose(unit_price), built once per price: moves are immutable, and concession
+    strategies propose one on nearly every move."""
+    return Move.propose(unit_price)
+
+
 def _concede(view: SessionView, next_price: int, reservation: int) -> Move:
     """Accept when the other side already offers what I would propose, else propose."""
     standing = view.standing
@@ -178,7 +207,7 @@ def _concede(view: SessionView, next_price: int, reservation: int) -> Move:
         return Move.accept()
     if not view.can_propose:
         return _final_answer(view, reservation)
-    return Move.propose(next_price)
+    return _proposing(next_price)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,6 +295,9 @@ class Negotiator:
         self.party = session.party_of(identity.public_key)
         self.valid_for = valid_for
         self.terms = terms
+        # A view holds only the session and the side, so one serves every move.
+        self._view = SessionView(session, self.party)
+        self._request = session.request.message
 
     def act(self, now: int) -> bytes | None:
         """The strategy's next move as envelope bytes, or None when it is not this side's turn.
@@ -274,13 +306,15 @@ class Negotiator:
         or outside the circle's mandate.
         """
         session = self.session
-        if session.is_over or session.turn is not self.party:
+        # The turn is None once the session is over, and a party never is.
+        if session.turn is not self.party:
             return None
-        view = SessionView(session, self.party)
+        view = self._view
         move = self.strategy.move(view, now)
-        request = session.request.message
+        request = self._request
+        action = move.action
         body: protocol.Message
-        if move.action is Action.PROPOSE:
+        if action is _PROPOSE:
             price = move.unit_price
             if price is None or price < 1:
                 raise StrategyError("a proposal needs a unit price of at least 1")
@@ -288,7 +322,7 @@ class Negotiator:
                 raise StrategyError("no counter-offers are left", reason="round-limit")
             self._check(view, price)
             body = self._proposal(price, now)
-        elif move.action is Action.ACCEPT:
+        elif action is _ACCEPT:
             standing = session.standing
             if standing is None or standing.party is self.party:
                 raise StrategyError("there is nothing to accept", reason="not-your-turn")
@@ -301,7 +335,7 @@ class Negotiator:
                 currency=request.currency,
                 created=now,
             )
-        elif move.action is Action.REJECT:
+        elif action is _REJECT:
             body = protocol.Reject(
                 circle=request.circle, in_reply_to=session.last_id, reason=move.reason, created=now
             )
@@ -312,21 +346,22 @@ class Negotiator:
         return protocol.seal(body, self.identity).data
 
     def _check(self, view: SessionView, price: int) -> None:
-        if not view.within(price, self.strategy.reservation):
+        reservation = self.strategy.reservation
+        if not view.within(price, reservation):
             raise StrategyError(
-                f"{price} is beyond this side's reservation {self.strategy.reservation}",
+                f"{price} is beyond this side's reservation {reservation}",
                 reason="beyond-reservation",
             )
-        quantity = self.session.request.message.quantity
-        if self.party is Party.CIRCLE and not self.session.mandate.covers(price, quantity):
+        # The session's quantity is the only one either side may propose or accept.
+        if self.party is _CIRCLE and not self.session.mandate_covers(price):
             raise StrategyError(
-                f"the circle's live pledges do not cover {quantity} units at {price}",
+                f"the circle's live pledges do not cover {self._request.quantity} units at {price}",
                 reason="outside-mandate",
             )
 
     def _proposal(self, price: int, now: int) -> protocol.Message:
         session = self.session
-        request = session.request.message
+        request = self._request
         if session.standing is None:
             return protocol.Offer(
                 circle=request.circle,
@@ -351,78 +386,3 @@ class Negotiator:
             valid_until=now + self.valid_for,
             created=now,
         )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SimulationOutcome:
-    """How a simulated negotiation ended, and everything that was signed."""
-
-    result: protocol.Agreement | protocol.Ended
-    """The agreement, or how it ended without one."""
-    transcript: tuple[bytes, ...]
-    """Every envelope, the request first."""
-    vendor: bytes
-    """The simulated vendor's key."""
-    negotiator: bytes
-    """The simulated circle negotiator's key."""
-
-
-def _identity(seed: int, role: str) -> protocol.Identity:
-    return protocol.Identity.from_seed(hashlib.blake2b(f"{seed}:{role}".encode()).digest()[:32])
-
-
-def simulate(
-    vendor: Strategy,
-    circle: Strategy,
-    *,
-    seed: int,
-    mandate: Mandate,
-    max_rounds: int = 20,
-    duration: int = 3600,
-    max_step: int = 60,
-    start: int = 1_700_000_000,
-) -> SimulationOutcome:
-    """Play ``vendor`` against ``circle`` in virtual time; the same seed gives the same bytes.
-
-    The circle asks for its mandate's target; each move comes 1..``max_step``
-    seconds after the last (drawn from the seed). A strategy that moves beyond
-    its reservation or the mandate stops the simulation with StrategyError.
-    """
-    rng = random.Random(seed)
-    negotiator, seller = _identity(seed, "circle"), _identity(seed, "vendor")
-    request = protocol.QuoteRequest(
-        circle=hashlib.blake2b(f"{seed}:circle-id".encode()).digest()[:32],
-        vendor=seller.public_key,
-        product="simulated goods",
-        quantity=mandate.target,
-        currency="EUR",
-        respond_by=start + max(1, duration // 2),
-        deadline=start + duration,
-        max_rounds=max_rounds,
-        created=start,
-    )
-    rfq = protocol.seal(request, negotiator).data
-    session = Negotiation(rfq, vendor=seller.public_key, mandate=mandate)
-    sides = {
-        Party.VENDOR: Negotiator(seller, session, vendor),
-        Party.CIRCLE: Negotiator(negotiator, session, circle),
-    }
-    now = start
-    # Each pass either ends the session by its timer or makes one move, and the
-    # machine allows at most max_rounds + 2 moves: the loop is bounded.
-    while not session.is_over:
-        now += rng.randint(1, max(1, max_step))
-        if session.handle_timer(now) is not None:
-            break
-        turn = session.turn
-        assert turn is not None
-        data = sides[turn].act(now)
-        assert data is not None
-        session.receive(data, now)
-    assert session.result is not None
-    return SimulationOutcome(
-        result=session.result,
-        transcript=session.transcript,
-        vendor=seller.public_key,
-        negotiator=negotiator.public_key,
-    )

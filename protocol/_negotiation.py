@@ -20,37 +20,24 @@ and at the request's deadline (or at ``respond_by`` with no offer)
 The circle's side is bound by a :class:`Mandate` derived from its live
 pledges: no circle counter-offer and no acceptance (by either side) is recorded
 at a price those pledges do not cover, whoever signs it.
+
+Simulations play millions of moves, so a move does its work once: the
+request's terms are read into attributes when the session opens, whose turn
+it is and the next timer are kept beside the state instead of being derived
+on every read, and the mandate is reduced to the highest unit price it covers
+for the session's quantity (every price the machine checks is for that
+quantity), so a price check is one comparison, not a sum over the pledges.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-
 from ._auction import Mandate
 from ._envelope import Envelope, decode, decode_as
 from ._errors import ProtocolError
-from ._messages import (
-    Accept,
-    CounterOffer,
-    Message,
-    Offer,
-    QuoteRequest,
-    Reject,
-    WalkAway,
-)
+from ._messages import Accept, CounterOffer, Offer, QuoteRequest, Reject, WalkAway
+from ._negotiation_events import Agreement, Ended, Event, NegotiationState, Party, Proposal
 
-__all__ = [
-    "NEGOTIATION_TRANSITIONS",
-    "Agreement",
-    "Ended",
-    "Negotiation",
-    "NegotiationError",
-    "NegotiationState",
-    "Party",
-    "Proposal",
-    "offer_unit_price",
-]
+__all__ = ["NEGOTIATION_TRANSITIONS", "Negotiation", "NegotiationError", "offer_unit_price"]
 
 
 class NegotiationError(ProtocolError):
@@ -62,25 +49,6 @@ class NegotiationError(ProtocolError):
     """
 
     reason = "negotiation-error"
-
-
-class Party(enum.Enum):
-    """The two sides of a negotiation."""
-
-    CIRCLE = "circle"
-    VENDOR = "vendor"
-
-
-class NegotiationState(enum.Enum):
-    """Where a negotiation is; the last four are final."""
-
-    AWAITING_OFFER = "awaiting-offer"
-    CIRCLE_TO_MOVE = "circle-to-move"
-    VENDOR_TO_MOVE = "vendor-to-move"
-    AGREED = "agreed"
-    REJECTED = "rejected"
-    WALKED_AWAY = "walked-away"
-    EXPIRED = "expired"
 
 
 _S = NegotiationState
@@ -101,6 +69,12 @@ NEGOTIATION_TRANSITIONS: dict[tuple[NegotiationState, Party, str], NegotiationSt
     **{(state, party, "walkaway"): _S.WALKED_AWAY for state in _OPEN for party in Party},
 }
 
+# Whose move it is in each open state; a final state is in no one's turn.
+_TURN = {_S.AWAITING_OFFER: _V, _S.CIRCLE_TO_MOVE: _C, _S.VENDOR_TO_MOVE: _V}
+# Enum members read through the class cost ~70 ns each; the hot path reads these.
+_AWAITING_OFFER = _S.AWAITING_OFFER
+_EXPIRED = _S.EXPIRED
+
 
 def _error(reason: str, message: str) -> NegotiationError:
     return NegotiationError(message, reason=reason)
@@ -117,71 +91,6 @@ def offer_unit_price(offer: Offer, quantity: int) -> int | None:
     return price
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Proposal:
-    """An offer or counter-offer the machine recorded."""
-
-    party: Party
-    """Who proposed."""
-    unit_price: int
-    """Proposed unit price in minor units."""
-    quantity: int
-    """Units proposed."""
-    round: int
-    """0 for the vendor's offer, then 1, 2, ... for counter-offers."""
-    valid_until: int
-    """The proposal can be accepted until (not at) this time."""
-    id: bytes
-    """Id of its envelope."""
-    at: int
-    """When the machine received it."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Agreement:
-    """Both sides agreed on a price: the input to a quorum certificate and a deal."""
-
-    circle: bytes
-    """The circle."""
-    session: bytes
-    """Id of the request for quote."""
-    vendor: bytes
-    """The vendor's key."""
-    negotiator: bytes
-    """The circle negotiator's key."""
-    unit_price: int
-    """Agreed unit price in minor units."""
-    quantity: int
-    """Agreed units."""
-    currency: str
-    """Currency of the price."""
-    proposal: bytes
-    """Id of the proposal accepted."""
-    accept: bytes
-    """Id of the acceptance."""
-    by: Party
-    """Who accepted."""
-    at: int
-    """When the machine received the acceptance."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Ended:
-    """The negotiation ended without agreement."""
-
-    state: NegotiationState
-    """REJECTED, WALKED_AWAY or EXPIRED."""
-    by: Party | None
-    """Who ended it, or None when time ran out."""
-    reason: str
-    """The signer's stated reason, or "deadline" / "no-offer" for a timeout."""
-    at: int
-    """When it ended."""
-
-
-Event = Proposal | Agreement | Ended
-
-
 class Negotiation:
     """One negotiation between a circle (the request's signer) and one vendor.
 
@@ -189,6 +98,31 @@ class Negotiation:
     and call :meth:`handle_timer` when :meth:`get_timer` says; read
     :attr:`state`, :attr:`turn`, :attr:`standing` and :attr:`result`.
     """
+
+    __slots__ = (
+        "_ceiling",
+        "_circle",
+        "_currency",
+        "_deadline",
+        "_last_id",
+        "_mandate",
+        "_max_rounds",
+        "_negotiator",
+        "_prices",
+        "_proposals",
+        "_quantity",
+        "_result",
+        "_rounds",
+        "_seen",
+        "_session",
+        "_standing",
+        "_state",
+        "_timer",
+        "_transcript",
+        "_turn",
+        "request",
+        "vendor",
+    )
 
     def __init__(self, rfq: bytes, *, vendor: bytes, mandate: Mandate) -> None:
         request = decode_as(rfq, QuoteRequest)
@@ -204,11 +138,26 @@ class Negotiation:
                 f"{mandate.target}: ask for at least the target",
             )
         self.request: Envelope[QuoteRequest] = request
+        """The request for quote that opened the session (do not replace it)."""
         self.vendor = vendor
+        self._session = request.id
+        self._negotiator = request.signer
+        self._circle = body.circle
+        self._quantity = body.quantity
+        self._currency = body.currency
+        self._max_rounds = body.max_rounds
+        self._deadline = body.deadline
         self._mandate = mandate
+        # mandate.covers(price, quantity) holds exactly when price <= ceiling(quantity),
+        # since demand is summed from the highest price down (a test checks they agree).
+        self._ceiling = mandate.ceiling(body.quantity)
         self._state = NegotiationState.AWAITING_OFFER
+        self._turn: Party | None = _V
+        self._timer: int | None = body.respond_by
         self._rounds = 0
         self._proposals: list[Proposal] = []
+        self._standing: Proposal | None = None
+        self._prices: dict[Party, list[int]] = {_C: [], _V: []}
         self._result: Agreement | Ended | None = None
         self._transcript: list[bytes] = [rfq]
         self._last_id = request.id
@@ -234,6 +183,10 @@ class Negotiation:
         """Every offer and counter-offer recorded, in order."""
         return tuple(self._proposals)
 
+    def prices(self, party: Party) -> tuple[int, ...]:
+        """The unit prices ``party`` proposed, in order (the vendor's offer first)."""
+        return tuple(self._prices[party])
+
     @property
     def mandate(self) -> Mandate:
         """The circle's mandate the machine enforces (see :meth:`update_mandate`)."""
@@ -242,12 +195,12 @@ class Negotiation:
     @property
     def session(self) -> bytes:
         """The negotiation's id: the request for quote's id."""
-        return self.request.id
+        return self._session
 
     @property
     def negotiator(self) -> bytes:
         """The key that moves for the circle."""
-        return self.request.signer
+        return self._negotiator
 
     @property
     def transcript(self) -> tuple[bytes, ...]:
@@ -262,54 +215,52 @@ class Negotiation:
     @property
     def is_over(self) -> bool:
         """True once the negotiation has reached a final state."""
-        return self._state not in _OPEN
+        return self._turn is None
 
     @property
     def turn(self) -> Party | None:
         """Whose move it is, or None when it is over."""
-        if self._state is NegotiationState.CIRCLE_TO_MOVE:
-            return Party.CIRCLE
-        if self._state in (NegotiationState.AWAITING_OFFER, NegotiationState.VENDOR_TO_MOVE):
-            return Party.VENDOR
-        return None
+        return self._turn
 
     @property
     def standing(self) -> Proposal | None:
         """The last proposal, which the side to move may accept."""
-        return self._proposals[-1] if self._proposals else None
+        return self._standing
 
     @property
     def rounds_left(self) -> int:
         """Counter-offers still allowed."""
-        return self.request.message.max_rounds - self._rounds
+        return self._max_rounds - self._rounds
 
     def party_of(self, key: bytes) -> Party:
         """The side ``key`` moves for; raises NegotiationError for anyone else."""
-        if key == self.request.signer:
-            return Party.CIRCLE
+        if key == self._negotiator:
+            return _C
         if key == self.vendor:
-            return Party.VENDOR
+            return _V
         raise _error("not-a-party", "only the circle's negotiator and the vendor may move")
+
+    def mandate_covers(self, unit_price: int) -> bool:
+        """True when the mandate covers the session's quantity at ``unit_price``."""
+        ceiling = self._ceiling
+        return ceiling is not None and unit_price <= ceiling
 
     def update_mandate(self, mandate: Mandate) -> None:
         """Replace the mandate when the circle's live pledges change."""
         self._mandate = mandate
+        self._ceiling = mandate.ceiling(self._quantity)
 
     def get_timer(self) -> int | None:
         """When :meth:`handle_timer` must next be called, or None when over."""
-        if self._state is NegotiationState.AWAITING_OFFER:
-            return self.request.message.respond_by
-        if self.is_over:
-            return None
-        return self.request.message.deadline
+        return self._timer
 
     def handle_timer(self, now: int) -> Ended | None:
         """End the negotiation if its time is up; returns the ending, if this call made it."""
-        timer = self.get_timer()
+        timer = self._timer
         if timer is None or now < timer:
             return None
-        reason = "no-offer" if self._state is NegotiationState.AWAITING_OFFER else "deadline"
-        return self._end(NegotiationState.EXPIRED, None, reason, now)
+        reason = "no-offer" if self._state is _AWAITING_OFFER else "deadline"
+        return self._end(_EXPIRED, None, reason, now)
 
     def receive(self, data: bytes, now: int) -> Event:
         """Check and apply one move; returns what it did, or raises and applies nothing.
@@ -318,140 +269,179 @@ class Negotiation:
         negotiation expired.
         """
         envelope = decode(data)
-        if envelope.id in self._seen:
+        move_id = envelope.id
+        if move_id in self._seen:
             # Gossip delivers copies: say so, so callers can drop them quietly.
             raise _error("duplicate", "this move was already applied")
-        self.handle_timer(now)
-        if self.is_over:
-            state = self._state.value
-            raise _error("session-over", f"the negotiation is over ({state}); ask for a new quote")
+        timer = self._timer
+        if timer is not None and now >= timer:
+            self.handle_timer(now)
+        state = self._state
+        if self._turn is None:
+            raise _error(
+                "session-over", f"the negotiation is over ({state.value}); ask for a new quote"
+            )
         party = self.party_of(envelope.signer)
         message = envelope.message
-        after = NEGOTIATION_TRANSITIONS.get((self._state, party, message.kind))
+        after = NEGOTIATION_TRANSITIONS.get((state, party, message.kind))
         if after is None:
-            if not any(key[2] == message.kind for key in NEGOTIATION_TRANSITIONS):
-                raise _error("wrong-kind", f"a {message.kind} is not a negotiation move")
-            raise _error(
-                "out-of-turn",
-                f"a {party.value} {message.kind} is not allowed now ({self._state.value})",
-            )
-        if getattr(message, "circle", None) != self.request.message.circle:
+            raise _refusal(state, party, message.kind)
+        if getattr(message, "circle", None) != self._circle:
             raise _error("wrong-session", "the move names another circle")
-        self._check(message, party, now)
-        self._transcript.append(data)
-        self._seen.add(envelope.id)
-        if isinstance(message, WalkAway | Reject):
-            return self._end(after, party, message.reason, now)
-        self._last_id = envelope.id
-        self._state = after
-        if isinstance(message, Accept):
-            standing = self._proposals[-1]
-            agreement = Agreement(
-                circle=message.circle,
-                session=self.session,
-                vendor=self.vendor,
-                negotiator=self.negotiator,
-                unit_price=message.unit_price,
-                quantity=message.quantity,
-                currency=message.currency,
-                proposal=standing.id,
-                accept=envelope.id,
-                by=party,
-                at=now,
-            )
-            self._result = agreement
-            return agreement
+        # Each kind is checked in full before anything changes, so a refusal
+        # leaves the machine as it was.
         if isinstance(message, CounterOffer):
+            self._check_counter(message, party, now)
+            price = message.unit_price
             self._rounds = message.round
-            price, valid_until = message.unit_price, message.valid_until
+        elif isinstance(message, Offer):
+            price = self._check_offer(message, now)
+        elif isinstance(message, Accept):
+            standing = self._check_accept(message, now)
+            self._advance(data, move_id, after)
+            return self._agree(message, standing, move_id, party, now)
         else:
-            assert isinstance(message, Offer)
-            quoted = offer_unit_price(message, self.request.message.quantity)
-            assert quoted is not None  # _check refused an offer without a price
-            price, valid_until = quoted, message.valid_until
+            if isinstance(message, Reject):
+                if message.in_reply_to != self._last_id:
+                    raise _not_in_reply()
+            else:
+                assert isinstance(message, WalkAway)  # the only other kind in the table
+                if message.session != self._session:
+                    raise _error("wrong-session", "the walk-away names another request for quote")
+            # An ending move is recorded but answers nothing: last_id stays the move it ends.
+            self._transcript.append(data)
+            self._seen.add(move_id)
+            return self._end(after, party, message.reason, now)
+        self._advance(data, move_id, after)
         proposal = Proposal(
             party=party,
             unit_price=price,
-            quantity=self.request.message.quantity,
+            quantity=self._quantity,
             round=self._rounds,
-            valid_until=valid_until,
-            id=envelope.id,
+            valid_until=message.valid_until,
+            id=move_id,
             at=now,
         )
         self._proposals.append(proposal)
+        self._standing = proposal
+        self._prices[party].append(price)
         return proposal
+
+    def _agree(
+        self, message: Accept, standing: Proposal, move_id: bytes, party: Party, now: int
+    ) -> Agreement:
+        agreement = Agreement(
+            circle=message.circle,
+            session=self._session,
+            vendor=self.vendor,
+            negotiator=self._negotiator,
+            unit_price=message.unit_price,
+            quantity=message.quantity,
+            currency=message.currency,
+            proposal=standing.id,
+            accept=move_id,
+            by=party,
+            at=now,
+        )
+        self._result = agreement
+        return agreement
+
+    def _advance(self, data: bytes, move_id: bytes, after: NegotiationState) -> None:
+        """Record an accepted move that the next move will answer, and enter ``after``."""
+        self._transcript.append(data)
+        self._seen.add(move_id)
+        self._last_id = move_id
+        self._state = after
+        turn = self._turn = _TURN.get(after)
+        # No move leads back to awaiting an offer, so the deadline is the only timer left.
+        self._timer = None if turn is None else self._deadline
 
     def _end(self, state: NegotiationState, by: Party | None, reason: str, now: int) -> Ended:
         self._state = state
+        self._turn = self._timer = None
         ended = Ended(state=state, by=by, reason=reason, at=now)
         self._result = ended
         return ended
 
-    def _check(self, message: Message, party: Party, now: int) -> None:
-        request = self.request.message
-        if isinstance(message, WalkAway):
-            if message.session != self.session:
-                raise _error("wrong-session", "the walk-away names another request for quote")
-            return
-        if isinstance(message, Reject):
-            self._check_reply(message.in_reply_to)
-            return
-        if isinstance(message, Offer):
-            self._check_reply(message.in_reply_to)
-            self._check_terms(message.currency, request.quantity, message.valid_until, now)
-            if offer_unit_price(message, request.quantity) is None:
-                raise _error(
-                    "no-tier",
-                    f"the offer quotes no price for {request.quantity} units "
-                    "(capacity or smallest tier): add a tier that covers it",
-                )
-            return
-        if isinstance(message, CounterOffer):
-            self._check_reply(message.in_reply_to)
-            if message.round != self._rounds + 1:
-                raise _error("mismatch", f"this counter-offer must be round {self._rounds + 1}")
-            if message.round > request.max_rounds:
-                raise _error(
-                    "round-limit",
-                    f"the {request.max_rounds} counter-offers are used: accept or reject",
-                )
-            if message.quantity != request.quantity:
-                raise _error("mismatch", f"the negotiation is for {request.quantity} units")
-            self._check_terms(message.currency, message.quantity, message.valid_until, now)
-            if party is Party.CIRCLE:
-                self._check_mandate(message.unit_price, message.quantity)
-            return
-        assert isinstance(message, Accept)
-        standing = self._proposals[-1]
+    def _check_counter(self, message: CounterOffer, party: Party, now: int) -> None:
+        if message.in_reply_to != self._last_id:
+            raise _not_in_reply()
+        if message.round != self._rounds + 1:
+            raise _error("mismatch", f"this counter-offer must be round {self._rounds + 1}")
+        if message.round > self._max_rounds:
+            raise _error(
+                "round-limit",
+                f"the {self._max_rounds} counter-offers are used: accept or reject",
+            )
+        if message.quantity != self._quantity:
+            raise _error("mismatch", f"the negotiation is for {self._quantity} units")
+        if message.currency != self._currency:
+            raise self._wrong_currency()
+        if message.valid_until <= now:
+            raise _lapsed_on_arrival()
+        if party is _C and not self.mandate_covers(message.unit_price):
+            raise self._outside_mandate(message.unit_price)
+
+    def _check_offer(self, message: Offer, now: int) -> int:
+        """The offer's unit price for the session's quantity, once every rule holds."""
+        if message.in_reply_to != self._last_id:
+            raise _not_in_reply()
+        if message.currency != self._currency:
+            raise self._wrong_currency()
+        if message.valid_until <= now:
+            raise _lapsed_on_arrival()
+        price = offer_unit_price(message, self._quantity)
+        if price is None:
+            raise _error(
+                "no-tier",
+                f"the offer quotes no price for {self._quantity} units "
+                "(capacity or smallest tier): add a tier that covers it",
+            )
+        return price
+
+    def _check_accept(self, message: Accept, now: int) -> Proposal:
+        """The standing proposal ``message`` accepts, once every rule holds."""
+        # Accepting is only in the table once a proposal stands.
+        standing = self._standing
+        assert standing is not None
         if message.accepted != standing.id:
             raise _error("not-in-reply", "an acceptance must name the standing proposal")
-        if (message.unit_price, message.quantity, message.currency) != (
-            standing.unit_price,
-            standing.quantity,
-            request.currency,
+        if (
+            message.unit_price != standing.unit_price
+            or message.quantity != standing.quantity
+            or message.currency != self._currency
         ):
             raise _error("mismatch", "an acceptance must repeat the proposal's price and quantity")
         if now >= standing.valid_until:
             raise _error("lapsed", "the standing proposal has lapsed: counter it instead")
         # Re-checked whoever accepts: pledges may have been withdrawn since.
-        self._check_mandate(message.unit_price, message.quantity)
+        if not self.mandate_covers(message.unit_price):
+            raise self._outside_mandate(message.unit_price)
+        return standing
 
-    def _check_reply(self, in_reply_to: bytes | None) -> None:
-        if in_reply_to != self._last_id:
-            raise _error("not-in-reply", "a move must answer the other side's last move")
+    def _wrong_currency(self) -> NegotiationError:
+        return _error("mismatch", f"the negotiation is in {self._currency}")
 
-    def _check_terms(self, currency: str, quantity: int, valid_until: int, now: int) -> None:
-        if currency != self.request.message.currency:
-            raise _error("mismatch", f"the negotiation is in {self.request.message.currency}")
-        if quantity != self.request.message.quantity:
-            raise _error("mismatch", f"the negotiation is for {self.request.message.quantity}")
-        if valid_until <= now:
-            raise _error("lapsed", "the proposal is already lapsed when received")
+    def _outside_mandate(self, unit_price: int) -> NegotiationError:
+        # Every price checked is for the session's quantity (counter-offers and
+        # acceptances must repeat it), so that is the quantity refused.
+        return _error(
+            "outside-mandate",
+            f"the circle's live pledges do not cover {self._quantity} units at {unit_price}: "
+            "the circle cannot agree to that price",
+        )
 
-    def _check_mandate(self, unit_price: int, quantity: int) -> None:
-        if not self._mandate.covers(unit_price, quantity):
-            raise _error(
-                "outside-mandate",
-                f"the circle's live pledges do not cover {quantity} units at {unit_price}: "
-                "the circle cannot agree to that price",
-            )
+
+def _not_in_reply() -> NegotiationError:
+    return _error("not-in-reply", "a move must answer the other side's last move")
+
+
+def _lapsed_on_arrival() -> NegotiationError:
+    return _error("lapsed", "the proposal is already lapsed when received")
+
+
+def _refusal(state: NegotiationState, party: Party, kind: str) -> NegotiationError:
+    """Why a move missing from the table is refused: not a move at all, or not now."""
+    if not any(key[2] == kind for key in NEGOTIATION_TRANSITIONS):
+        return _error("wrong-kind", f"a {kind} is not a negotiation move")
+    return _error("out-of-turn", f"a {party.value} {kind} is not allowed now ({state.value})")
