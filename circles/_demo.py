@@ -162,7 +162,7 @@ async def run_demo(
                 c for c in founder.certificates(circle) if c.id == deal.message.certificate
             )
             bound = sorted({state.pledge(a.pledge).signer for a in certificate.message.allocations})
-            messages = len(founder._store.ids(circle)) if founder._store is not None else 0
+            messages = len(founder.circle_log(circle))
             return DemoResult(
                 circle=circle,
                 charter=state.charter.message,

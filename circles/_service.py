@@ -197,6 +197,14 @@ class Service:
     async def op_invite(self, circle: str, key: str) -> dict[str, Any]:
         found = self._circle(circle)
         invitee = _key(key)
+        if not self.node.circle(found).charter.message.invite_only:
+            # Every member's node refuses an invite to an open circle (it could never
+            # count): say so now rather than wait for a publication nobody keeps.
+            raise ServiceError(
+                "this circle is open: anyone may pledge without an invite; invites are "
+                "only for circles founded with --invite-only",
+                reason="not-invite-only",
+            )
         if found not in self.node.joined():
             await self.node.join(found)
         invite = protocol.Invite(
@@ -206,7 +214,7 @@ class Service:
         # Our own subscription hears our publication, so the node stores and applies it too.
         await self.node.transport.publish(circle_topic(found), envelope.data)
         with trio.fail_after(10):
-            await self.node.wait_until(lambda: envelope.id in _ids(self.node, found))
+            await self.node.wait_until(lambda: self.node.log_entry(envelope.id) is not None)
         return {"invite": envelope.id.hex(), "circle": found.hex(), "invitee": invitee.hex()}
 
     async def op_receipt(
@@ -298,10 +306,6 @@ class Service:
 
 def _signed(envelope: protocol.Envelope[protocol.Pledge]) -> dict[str, Any]:
     return {"pledge": envelope.id.hex(), "seq": envelope.message.seq}
-
-
-def _ids(node: Node, circle: bytes) -> set[bytes]:
-    return {e.id for e in node.envelopes(circle)}
 
 
 def _key(text: str) -> bytes:

@@ -204,5 +204,10 @@ def test_one_member_founds_invites_and_gets_clear_refusals(tmp_path: Path) -> No
         assert friend in shown["members"]
         bad_key = run("invite", club["id"], "abc", "--data-dir", data_dir, check=False)
         assert "keys are 64 hex characters" in bad_key.stderr
+        open_circle = run("invite", circle["id"], friend, "--data-dir", data_dir, check=False)
+        assert open_circle.returncode == 1
+        assert "this circle is open" in open_circle.stderr
+        refused = run("invite", circle["id"], friend, "--json", "--data-dir", data_dir, check=False)
+        assert json.loads(refused.stdout)["reason"] == "not-invite-only"
     finally:
         run("down", "--data-dir", data_dir, check=False)
