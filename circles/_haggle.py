@@ -43,6 +43,8 @@ import protocol
 from protocol import Mandate
 
 from ._errors import CirclesError
+from ._store import StoredEnvelope
+from ._topics import AUCTION_PROTOCOL
 
 __all__ = [
     "AUCTION_PROTOCOL",
@@ -70,9 +72,6 @@ __all__ = [
 FRAME_VERSION = 1
 #: Largest negotiation frame either side reads (a move is at most a few kilobytes).
 MAX_MOVE_SIZE = 16 * 1024
-#: Direct-stream protocol carrying reverse-auction bids to the auction's request signer.
-# TODO(wire spec): belongs beside NEGOTIATE_PROTOCOL in circles._topics.
-AUCTION_PROTOCOL = "/buying-circles/auction/1.0.0"
 
 
 class HaggleError(CirclesError):
@@ -236,21 +235,12 @@ def circle_log(node: Any, circle: bytes, *, kinds: Iterable[str] | None = None) 
     """Envelope bytes of ``circle`` the node holds (optionally only ``kinds``), in arrival order.
 
     Requests for quote are not circle state, so the node's circle view does not
-    keep them; they are in its store, which the node does not expose yet.
+    keep them: they are read from its log (:meth:`Node.circle_log`).
     """
-    # TODO(node API): replace with a public Node accessor for a circle's log.
-    store = getattr(node, "_store", None)
-    if store is None:
-        return []
-    wanted = None if kinds is None else set(kinds)
-    return [s.data for s in store.envelopes(circle) if wanted is None or s.kind in wanted]
+    return [entry.data for entry in node.circle_log(circle, kinds=kinds)]
 
 
 def stored_envelope(node: Any, message_id: bytes) -> bytes | None:
     """The bytes of one envelope the node holds, by id, or None."""
-    # TODO(node API): as circle_log.
-    store = getattr(node, "_store", None)
-    if store is None:
-        return None
-    found = store.get([message_id])
-    return found[0].data if found else None
+    entry: StoredEnvelope | None = node.log_entry(message_id)
+    return None if entry is None else entry.data

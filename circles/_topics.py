@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ANNOUNCE_TOPIC",
+    "AUCTION_PROTOCOL",
     "NEGOTIATE_PROTOCOL",
     "SYNC_PROTOCOL",
     "circle_of_topic",
@@ -16,6 +17,8 @@ ANNOUNCE_TOPIC = "/buying-circles/1/announce"
 SYNC_PROTOCOL = "/buying-circles/sync/1.0.0"
 #: Direct-stream protocol for negotiation moves between a circle and a vendor.
 NEGOTIATE_PROTOCOL = "/buying-circles/negotiate/1.0.0"
+#: Direct-stream protocol carrying reverse-auction bids to the auction's request signer.
+AUCTION_PROTOCOL = "/buying-circles/auction/1.0.0"
 
 _CIRCLE_PREFIX = "/buying-circles/1/circle/"
 
