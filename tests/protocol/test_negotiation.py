@@ -254,3 +254,27 @@ def test_opening_checks() -> None:
         rfq(vendor=VENDOR.public_key), vendor=VENDOR.public_key, mandate=mandate()
     )
     assert addressed.negotiator == NEGOTIATOR.public_key
+
+
+def test_prices_are_each_sides_proposals_in_order() -> None:
+    s = session()
+    assert s.prices(V) == s.prices(C) == ()
+    s.receive(move(s, V, "offer", 1200, T0 + 10), T0 + 10)
+    s.receive(move(s, C, "counter", 700, T0 + 20), T0 + 20)
+    refuses(s, move(s, C, "counter", 650, T0 + 25), T0 + 25, "out-of-turn")
+    s.receive(move(s, V, "counter", 950, T0 + 30), T0 + 30)
+    assert (s.prices(V), s.prices(C)) == ((1200, 950), (700,))
+    for party in (V, C):
+        assert s.prices(party) == tuple(p.unit_price for p in s.proposals if p.party is party)
+    s.receive(move(s, C, "accept", 0, T0 + 40), T0 + 40)
+    assert (s.prices(V), s.prices(C)) == ((1200, 950), (700,))
+
+
+def test_mandate_covers_is_the_mandate_at_the_sessions_quantity() -> None:
+    s = session(mandate=mandate(800))
+    assert [s.mandate_covers(p) for p in (1, 800, 801)] == [True, True, False]
+    s.update_mandate(mandate(700))
+    assert [s.mandate_covers(p) for p in (700, 701)] == [True, False]
+    # Pledges below the target cover no price at all.
+    s.update_mandate(Mandate(target=QUANTITY, demand=((10_000, QUANTITY - 1),)))
+    assert not s.mandate_covers(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from protocol import (
     NEGOTIATION_TRANSITIONS,
     Agreement,
+    Mandate,
     Negotiation,
     NegotiationError,
     NegotiationState,
@@ -100,3 +103,46 @@ def test_random_moves_keep_every_rule(
     assert s.rounds <= max_rounds
     s.handle_timer(T0 + 1000)
     assert s.is_over and s.get_timer() is None
+
+
+demand = st.lists(st.tuples(st.integers(1, 2000), st.integers(1, 80)), max_size=5)
+
+
+@given(
+    target=st.integers(1, 150),
+    first=demand,
+    second=demand,
+    prices=st.lists(st.integers(1, 2100), min_size=1, max_size=20),
+)
+def test_mandate_covers_agrees_with_the_mandate(
+    target: int,
+    first: list[tuple[int, int]],
+    second: list[tuple[int, int]],
+    prices: list[int],
+) -> None:
+    # The machine reduces the mandate to a ceiling for its quantity; it must
+    # answer exactly as Mandate.covers does, before and after an update.
+    quantity = 150
+    request = rfq(quantity=quantity)
+    opening = Mandate(target=target, demand=tuple(first))
+    s = Negotiation(request, vendor=VENDOR.public_key, mandate=opening)
+    for m in (opening, Mandate(target=target, demand=tuple(second))):
+        s.update_mandate(m)
+        assert s.mandate is m
+        for price in prices:
+            assert s.mandate_covers(price) == m.covers(price, quantity)
+
+
+@given(actions=st.lists(action, min_size=5, max_size=40), max_rounds=st.integers(1, 8))
+def test_prices_are_the_proposals_of_each_side(
+    actions: list[tuple[Party | None, str, int, int]], max_rounds: int
+) -> None:
+    s = Negotiation(rfq(max_rounds=max_rounds), vendor=VENDOR.public_key, mandate=mandate(1300))
+    now = T0
+    for chosen, kind, price, step in actions:
+        now += step
+        party = chosen or s.turn or V
+        with contextlib.suppress(NegotiationError):
+            s.receive(move(s, party, kind, price, now), now)
+        for side in Party:
+            assert s.prices(side) == tuple(p.unit_price for p in s.proposals if p.party is side)
