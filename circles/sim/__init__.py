@@ -6,9 +6,11 @@ clock, and write per-circle metrics (CSV), a summary (JSON) and plots (PNG).
 The same scenario and seed give byte-identical CSV and JSON.
 """
 
+from ._records import BuyerRecord as BuyerRecord
 from ._records import CircleRecord as CircleRecord
 from ._records import PricePoint as PricePoint
 from ._records import SimulationResult as SimulationResult
+from ._records import VendorRecord as VendorRecord
 from ._runner import EPOCH as EPOCH
 from ._runner import run as run
 from ._scenario import BuyerPopulation as BuyerPopulation
@@ -30,6 +32,7 @@ from ._writers import write_summary as write_summary
 
 __all__ = [
     "BuyerPopulation",
+    "BuyerRecord",
     "CircleRecord",
     "Distribution",
     "EPOCH",
@@ -46,6 +49,7 @@ __all__ = [
     "SimulationResult",
     "StrategySpec",
     "VendorGroup",
+    "VendorRecord",
     "write_csv",
     "write_outputs",
     "write_plots",

@@ -4,15 +4,14 @@ A :class:`SimVendor` is a vendor node serving a :class:`circles.VendorDesk`
 (``/buying-circles/negotiate/1.0.0`` over the node's transport) whose strategy
 for each request for quote comes from the scenario: it opens at its tier price
 for the quantity asked and concedes down to its floor, and it declines when no
-tier covers the quantity or its remaining capacity does not. On agreement the
-desk publishes the agreed price as an offer on the circle's topic, and the
-nodes' certificate and deal path does the rest. :func:`haggle` plays the
-circle's side with :func:`circles.negotiate`, which re-reads the mandate from
-the live pledges before every move.
-
-Capacity is taken when a deal closes; negotiations running at that moment may
-still agree on units the vendor no longer has, and then the offer clears
-nothing (the circle expires unless another vendor's offer clears).
+tier covers the quantity or its free capacity does not. Its capacity is a
+:class:`~circles.sim._capacity.CapacityLedger`: every proposal and acceptance
+holds the units it may cost, an agreement keeps them promised until the
+circle is decided, and the vendor countersigns only deals that fit. On
+agreement the desk publishes the agreed price as an offer on the circle's
+topic, and the nodes' certificate and deal path does the rest. :func:`haggle`
+plays the circle's side with :func:`circles.negotiate`, which re-reads the
+mandate from the live pledges before every move.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from .._haggle_circle import negotiate
 from .._node import Node
 from .._strategies import RelativeTitForTat, Strategy, TakeItOrLeaveIt, TimeDependent
 from .._transport import TransportError
+from ._capacity import CapacityLedger, CappedStrategy
 from ._records import PricePoint
 from ._scenario import Formation, StrategySpec, VendorGroup
 
@@ -52,21 +52,25 @@ def tier_price(tiers: tuple[tuple[int, int], ...], quantity: int) -> int | None:
 
 
 class SimVendor:
-    """One simulated vendor: its group's terms, its remaining capacity, its node."""
+    """One simulated vendor: its group's terms, its capacity ledger, its node."""
 
     def __init__(self, group: VendorGroup, *, name: str) -> None:
         self.group = group
         self.name = name
-        self.capacity_left = group.capacity
+        self.ledger = CapacityLedger(group.capacity)
         self.node: Node | None = None
 
     def strategy_for(self, rfq: protocol.Envelope[protocol.QuoteRequest]) -> Strategy | None:
         """The desk's strategy for one request for quote (None declines it)."""
-        quantity = rfq.message.quantity
-        initial = tier_price(self.group.tiers, quantity)
-        if initial is None or self.capacity_left < quantity:
+        body = rfq.message
+        initial = tier_price(self.group.tiers, body.quantity)
+        if initial is None:
             return None
-        return make_strategy(self.group.strategy, reservation=self.group.floor, initial=initial)
+        ledger = self.ledger
+        if ledger.cost(body.circle, body.quantity, initial) > ledger.free_for(body.circle):
+            return None
+        inner = make_strategy(self.group.strategy, reservation=self.group.floor, initial=initial)
+        return CappedStrategy(inner=inner, ledger=ledger, quantity=body.quantity)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ._scenario import Scenario
 
-__all__ = ["CircleRecord", "PricePoint", "SimulationResult"]
+__all__ = ["BuyerRecord", "CircleRecord", "PricePoint", "SimulationResult", "VendorRecord"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +58,49 @@ class CircleRecord:
     """Counter-offers in the winning negotiation (or the longest one without a deal)."""
     price_path: tuple[PricePoint, ...]
     """The proposals of that negotiation, for plots (not written to the CSV)."""
+    units: int
+    """Units the deal sold (its certificate's total), or 0 without a deal."""
+    served: int
+    """Members whose pledges the deal took, or 0 without a deal."""
+    auctions: int
+    """Reverse auctions the founder ran (a first one, then re-asks after a change)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuyerRecord:
+    """One arrival and what became of it."""
+
+    index: int
+    """Arrival order, from 0."""
+    place: str
+    """The place it arrived in."""
+    arrival: float
+    """Virtual seconds from the start of the run."""
+    demand: int
+    """Units it pledged (or meant to)."""
+    reservation: int
+    """Its highest acceptable unit price."""
+    circle: int | None
+    """Index (in ``SimulationResult.circles``) of the circle it founded or joined, or None."""
+    fate: str
+    """"served", or why not: "no-circle", "join-failed", "pledge-failed",
+    "circle-not-closed", "priced-out", "left-out-of-deal", "unfinished"."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VendorRecord:
+    """One vendor's capacity and how it was used."""
+
+    name: str
+    """The vendor's name (its group's name and index)."""
+    capacity: int
+    """Units it could sell over the run."""
+    sold: int
+    """Units in the deals it countersigned."""
+    promised: int
+    """Units still promised to undecided circles when the run ended."""
+    refused: int
+    """Certificates it did not countersign because their total did not fit."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,12 +117,29 @@ class SimulationResult:
     """One record per circle founded, in founding order."""
     buyers_arrived: int
     """Buyers that arrived before the run ended."""
-    buyers_unserved: int
-    """Arrivals that found no circle to join (or pledged too late)."""
+    buyers_served: int
+    """Arrivals whose pledge a deal took."""
+    buyers: tuple[BuyerRecord, ...]
+    """Every arrival, in arrival order."""
+    vendors: tuple[VendorRecord, ...]
+    """Each vendor's capacity and what it sold, in scenario order."""
     deliveries: int
     """Gossip deliveries to nodes' subscriptions, over the whole network."""
     virtual_seconds: float
     """Virtual time when the run ended."""
+
+    @property
+    def buyers_unserved(self) -> int:
+        """Arrivals no deal served, whatever the reason."""
+        return self.buyers_arrived - self.buyers_served
+
+    def unserved(self) -> dict[str, int]:
+        """Arrivals no deal served, counted by reason (reasons with none left out)."""
+        counts: dict[str, int] = {}
+        for buyer in self.buyers:
+            if buyer.fate != "served":
+                counts[buyer.fate] = counts.get(buyer.fate, 0) + 1
+        return dict(sorted(counts.items()))
 
     def summary(self) -> dict[str, Any]:
         """Aggregate figures (for ``summary.json``)."""
@@ -100,8 +160,13 @@ class SimulationResult:
             "messages": sum(c.messages for c in circles),
             "deliveries": self.deliveries,
             "buyers_arrived": self.buyers_arrived,
+            "buyers_served": self.buyers_served,
             "buyers_unserved": self.buyers_unserved,
+            "buyers_unserved_by": self.unserved(),
             "units_pledged_in_deals": sum(c.pledged for c in deals),
+            "units_sold": sum(c.units for c in deals),
+            "vendor_capacity": sum(v.capacity for v in self.vendors),
+            "deals_refused_over_capacity": sum(v.refused for v in self.vendors),
             "virtual_seconds": _round(self.virtual_seconds),
         }
 

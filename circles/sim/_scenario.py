@@ -174,6 +174,10 @@ class Formation:
     """How long one negotiation may last."""
     think_seconds: int
     """Seconds the circle's negotiator waits before each move (vendors answer at once)."""
+    admit: str = "until-quorum"
+    """When a circle stops taking arrivals, as its founder's node sees it: "until-quorum"
+    (while it forms, haggling included, until an offer clears) or "until-target" (until
+    its live pledges cover the target; pledges already on their way still count)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -76,6 +76,7 @@ def parse_scenario(data: Mapping[str, Any]) -> Scenario:
         max_rounds=formation_t.integer("max_rounds", default=20, low=1, high=10_000),
         negotiation_minutes=formation_t.number("negotiation_minutes", default=60.0, low=1.0),
         think_seconds=formation_t.integer("think_seconds", default=30, low=1),
+        admit=formation_t.choice("admit", ("until-quorum", "until-target"), default="until-quorum"),
     )
     network_t = root.table("network", required=False)
     latency = network_t.range_ms("latency_ms", default=(20.0, 80.0))

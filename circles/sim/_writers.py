@@ -34,6 +34,9 @@ CSV_COLUMNS = (
     "vendor",
     "messages",
     "negotiation_rounds",
+    "deal_units",
+    "buyers_served",
+    "auctions",
 )
 
 
@@ -61,6 +64,9 @@ def _row(c: CircleRecord) -> list[str]:
         c.vendor,
         c.messages,
         c.rounds,
+        c.units,
+        c.served,
+        c.auctions,
     )
     return [_cell(v) for v in values]
 
