@@ -156,8 +156,9 @@ class SessionView:
         # The opening offer is round 0; each counter-offer takes the next round.
         next_round = session.rounds + (session.standing is not None)
         by_rounds = next_round / self._max_rounds
+        # by_rounds is never negative, so neither is the further of the two.
         further = by_time if by_time > by_rounds else by_rounds
-        return 1.0 if further > 1.0 else further if further > 0.0 else 0.0
+        return 1.0 if further > 1.0 else further
 
     def at_least_as_good(self, price: int, than: int) -> bool:
         """True when ``price`` suits this side at least as well as ``than``."""
