@@ -196,8 +196,11 @@ def _final_answer(view: SessionView, reservation: int) -> Move:
 
 @functools.lru_cache(maxsize=4096, typed=True)
 def _proposing(unit_price: int) -> Move:
-    """Move.propose(unit_price), built once per price: moves are immutable, and concession
-    strategies propose one on nearly every move."""
+    """``Move.propose(unit_price)``, built once per price.
+
+    Moves are immutable, so one serves every session, and concession strategies
+    propose on nearly every move (building a frozen dataclass costs ~0.6 us).
+    """
     return Move.propose(unit_price)
 
 

@@ -184,7 +184,7 @@ class Negotiation:
         return tuple(self._proposals)
 
     def prices(self, party: Party) -> tuple[int, ...]:
-        """The unit prices ``party`` proposed, in order (the vendor's offer first)."""
+        """The unit prices ``party`` proposed, in order (the vendor's starts with its offer)."""
         return tuple(self._prices[party])
 
     @property
