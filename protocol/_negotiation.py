@@ -35,7 +35,15 @@ from ._auction import Mandate
 from ._envelope import Envelope, decode, decode_as
 from ._errors import ProtocolError
 from ._messages import Accept, CounterOffer, Offer, QuoteRequest, Reject, WalkAway
-from ._negotiation_events import Agreement, Ended, Event, NegotiationState, Party, Proposal
+from ._negotiation_events import (
+    Agreement,
+    Ended,
+    Event,
+    NegotiationState,
+    Party,
+    Proposal,
+    _proposal,
+)
 
 __all__ = ["NEGOTIATION_TRANSITIONS", "Negotiation", "NegotiationError", "offer_unit_price"]
 
@@ -313,7 +321,7 @@ class Negotiation:
             self._seen.add(move_id)
             return self._end(after, party, message.reason, now)
         self._advance(data, move_id, after)
-        proposal = Proposal(
+        proposal = _proposal(
             party=party,
             unit_price=price,
             quantity=self._quantity,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from protocol import (
@@ -278,3 +280,22 @@ def test_mandate_covers_is_the_mandate_at_the_sessions_quantity() -> None:
     # Pledges below the target cover no price at all.
     s.update_mandate(Mandate(target=QUANTITY, demand=((10_000, QUANTITY - 1),)))
     assert not s.mandate_covers(1)
+
+
+def test_a_recorded_proposal_is_an_ordinary_frozen_proposal() -> None:
+    # The machine builds proposals without Proposal.__init__ (it is on every move's path).
+    s = session()
+    p = s.receive(move(s, V, "offer", 1200, T0 + 10), T0 + 10)
+    assert isinstance(p, Proposal)
+    same = Proposal(
+        party=V,
+        unit_price=1200,
+        quantity=QUANTITY,
+        round=0,
+        valid_until=T0 + 510,
+        id=envelope_id(s.transcript[-1]),
+        at=T0 + 10,
+    )
+    assert p == same and hash(p) == hash(same) and repr(p) == repr(same)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.unit_price = 1  # type: ignore[misc]
