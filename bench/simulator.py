@@ -128,6 +128,8 @@ def one(buyers: int, modelled: bool) -> dict[str, Any]:
         "virtual_hours": round(result.virtual_seconds / 3600, 2),
         "circles": figures["circles"],
         "deals": figures["outcomes"].get("deal", 0),
+        "buyers_served": figures["buyers_served"],
+        "buyers_unserved_by": figures["buyers_unserved_by"],
         "messages": figures["messages"],
         "deliveries": figures["deliveries"],
         "messages_per_s": round(figures["messages"] / wall, 1),
@@ -164,7 +166,8 @@ def main() -> None:
                 print(
                     f"{row['buyers']:>6} buyers {row['signatures']:>8}: "
                     f"{row['wall_seconds']:>7.1f} s wall for {row['virtual_hours']} virtual h, "
-                    f"{row['deals']}/{row['circles']} deals; "
+                    f"{row['deals']}/{row['circles']} deals, "
+                    f"{row['buyers_served']}/{row['buyers']} buyers served; "
                     f"{row['messages_per_s']:>8.1f} msg/s ({row['messages_x_raw']:.4f} x raw "
                     f"seal+decode {row['raw_seal_decode_per_s']:.0f}/s), "
                     f"{row['deliveries_per_s']:.0f} deliveries/s; peak RSS "

@@ -55,6 +55,11 @@ def run_simulate(args: argparse.Namespace) -> int:
         f"mean discount {figures['mean_discount']}, "
         f"{figures['virtual_seconds'] / 3600:.1f} virtual hours"
     )
+    unserved = ", ".join(f"{n} {why}" for why, n in figures["buyers_unserved_by"].items())
+    print(
+        f"{figures['buyers_served']} of {figures['buyers_arrived']} buyers served"
+        + (f" (unserved: {unserved})" if unserved else "")
+    )
     for path in written:
         print(path)
     return 0

@@ -10,7 +10,7 @@ node's own code. What is modelled, and where:
 
 * the population (:mod:`._population`): buyers arrive (Poisson or all at
   once) in places; an arrival joins a circle of its place that still admits
-  (forming, as its founder's node sees it, by the ``join`` rule), or founds
+  (as its founder's node sees it, by the ``admit`` and ``join`` rules), or founds
   one when fewer than ``open_per_place`` admit and the place's quota remains,
   then connects to the founder and pledges its demand at its reservation;
 * the founders (:mod:`._founder`): once its node sees pledges covering the
@@ -27,7 +27,8 @@ node's own code. What is modelled, and where:
 Reproducibility: every population draw comes from ``random.Random`` seeded from
 the run's seed, in a fixed order; the network has its own seeded generator;
 and trio's scheduler, which shuffles ready tasks with a private generator, is
-seeded for the run and restored after (``_seeded_scheduler``). Nothing reads
+seeded and pinned to one ordering mode for the run, and restored after
+(``_seeded_scheduler``). Nothing reads
 the wall clock: nodes get ``clock = EPOCH + trio.current_time()``.
 """
 

@@ -266,7 +266,10 @@ def test_the_command_writes_csv_json_and_plots(
         "pledged",
         "outcome",
     ]
-    assert "circles," in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "circles," in printed
+    figures = json.loads((tmp_path / "out" / "summary.json").read_text())["figures"]
+    assert f"{figures['buyers_served']} of 20 buyers served" in printed
 
 
 def test_the_command_names_a_bad_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
