@@ -197,6 +197,7 @@ def test_with_circles_to_spare_no_arrival_is_turned_away() -> None:
         ({"vendors.places": ["elsewhere"]}, "vendors[0].places"),
         ({"vendors.strategy": {"kind": "greedy"}}, "vendors[0].strategy.kind"),
         ({"formation.join": "nearest"}, "formation.join"),
+        ({"formation.admit": "forever"}, "formation.admit"),
         ({"formation.colour": "red"}, "formation.colour"),
         ({"network.loss": 1.5}, "network.loss"),
         ({"network.latency_ms": [50, 10]}, "network.latency_ms"),
