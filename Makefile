@@ -32,9 +32,12 @@ unit: $(STAMP)
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/bench_protocol.py
 	$(PY) bench/bench_circle.py
 	$(PY) bench/bench_network.py
+	$(PY) bench/negmas_compare.py
+	$(PY) bench/simulator.py --sizes 1000 --signatures both
 
 fuzz: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[fuzz]'

@@ -53,7 +53,7 @@ class NegotiationError(ProtocolError):
 
     Reasons: "duplicate", "not-a-party", "out-of-turn", "wrong-kind", "session-over",
     "wrong-session", "not-in-reply", "lapsed", "no-tier",
-    "round-limit", "mismatch", "outside-mandate", "below-target", "bad-mandate".
+    "round-limit", "mismatch", "outside-mandate", "below-target".
     """
 
     reason = "negotiation-error"
