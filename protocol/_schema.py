@@ -468,9 +468,68 @@ def structure(label: str) -> Callable[[type[T]], type[T]]:
         _generate_post_init(cls, schema, label)
         _generate_from_wire(cls, schema, label)
         _generate_to_wire(cls, schema)
+        _generate_init(cls, schema, label)
         return cls
 
     return wrap
+
+
+_GENERATED_NAMES = frozenset(
+    {"self", "type", "len", "check", "set", "default", "choices", "pattern"}
+)
+
+
+def _generate_init(cls: type[Any], schema: tuple[tuple[str, FieldType], ...], label: str) -> None:
+    """Replace the dataclass ``__init__`` with one that checks, then fills the slots directly.
+
+    A frozen dataclass's ``__init__`` sets each field with ``object.__setattr__``
+    and then calls ``__post_init__``, which reads every field back to check it:
+    building a message (every move of a negotiation builds one) spends most of
+    its time there. This ``__init__`` takes the same keyword-only arguments
+    with the same defaults, runs the same checks in the same order as
+    ``__post_init__``, and sets each slot once (``dataclasses.replace`` calls
+    it too). A class whose fields are not all plain slots, with a default
+    factory, or with a field named like the generated code's own names keeps
+    the dataclass ``__init__`` and its ``__post_init__``.
+    """
+    setters = [_slot_setter(cls, name) for name, _ in schema]
+    declared = {f.name: f for f in dataclasses.fields(cls)}
+    if (
+        any(setter is None for setter in setters)
+        or any(f.default_factory is not dataclasses.MISSING for f in declared.values())
+        # The generated code names these itself (the fast tests call type and len).
+        or any(name.split("_")[0] in _GENERATED_NAMES for name in declared)
+    ):
+        return
+    env: dict[str, Any] = {}
+    params, body = [], []
+    for i, (name, ftype) in enumerate(schema):
+        default = declared[name].default
+        if default is dataclasses.MISSING:
+            params.append(name)
+        else:
+            env[f"default_{i}"] = default
+            params.append(f"{name}=default_{i}")
+        env[f"check_{i}"] = ftype.check
+        env[f"set_{i}"] = setters[i]
+        path = f"{label}.{name}"
+        test = _fast_test(ftype, name, env, str(i))
+        if test is not None:
+            body.append(f"    if {test}:")
+            body.append(f"        check_{i}({name}, {path!r})")
+        else:
+            body.append(f"    {name} = check_{i}({name}, {path!r})")
+    body.extend(f"    set_{i}(self, {name})" for i, (name, _) in enumerate(schema))
+    if cls._check is not Structure._check:
+        body.append("    self._check()")
+    if not schema:
+        body.append("    pass")
+    lines = [f"def __init__(self, *, {', '.join(params)}):" if params else "def __init__(self):"]
+    exec("\n".join(lines + body), env)
+    init = env["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    cls.__init__ = init
 
 
 def _generate_to_wire(cls: type[Any], schema: tuple[tuple[str, FieldType], ...]) -> None:
