@@ -1,18 +1,26 @@
 """The node's intake: every envelope, from gossip or from sync, through one door.
 
 Theory of operation: a gossip validator runs :meth:`_Intake._admit` (size,
-already held, refused before, decode with the signature last, not dated too
+refused before, already held, decode with the signature last, not dated too
 far ahead) and :meth:`_Intake._judge` (the envelope names this circle, and
 the circle's log admits its kind: see :mod:`circles._node_admission`) before
 py-libp2p forwards anything; delivery then stores it (idempotent by id) and
 applies it to the circle's state. Sync hands fetched envelopes to the same
 two checks through :class:`_LogView`, so a peer answering sync can slip in
 nothing gossip would refuse, and serves only what the store holds.
+
+A gossip copy of an envelope the store already holds (sync fetched it first)
+is accepted again for forwarding if it came on its own circle's topic: the
+validator's verdict is what decides whether gossipsub forwards, and peers
+that hear the circle only through this node may still lack it. It is neither
+decoded with its signature nor stored, applied or reported again; the
+transports' seen-caches stop copies of one message from looping.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -34,25 +42,57 @@ MAX_FUTURE_SKEW = 300
 _MAX_VALIDATED = 10_000
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Held:
+    """A copy of an envelope the store holds: verified and admitted when it was taken."""
+
+    data: bytes
+    """The copy's bytes: the stored bytes, which the store files by their BLAKE2b-256."""
+    id: bytes
+    """Its message id."""
+
+    def envelope(self) -> Envelope[protocol.Message] | None:
+        """The stored envelope, read from the bytes without checking the signature again.
+
+        The store only takes verified envelopes and files each by the hash of
+        its bytes, so these are bytes once verified; not checking the
+        signature of every copy again is what holding them saves.
+        """
+        try:
+            unverified = protocol.decode_unverified(self.data)
+        except protocol.ProtocolError:  # pragma: no cover - the store holds decoded bytes
+            return None
+        return Envelope(
+            message=unverified.message,
+            signer=unverified.signer,
+            signature=unverified.signature,
+            data=unverified.data,
+            id=self.id,
+        )
+
+
 class _Intake(_NodeCore):
     """Admission, delivery, storage and application of peers' envelopes."""
 
-    def _admit(self, data: bytes, sender: str) -> Envelope[protocol.Message] | Verdict:
-        """Checks that need no circle state; the envelope, or the verdict to give.
+    def _admit(self, data: bytes, sender: str) -> Envelope[protocol.Message] | Verdict | _Held:
+        """Checks that need no circle state; the envelope, the verdict to give, or
+        :class:`_Held` for a copy of an envelope the store holds.
 
-        Cheapest first: size, then whether we hold it already (a copy that sync
-        fetched before gossip brought it is not decoded, nor forwarded again),
-        then the decode, whose signature check is the dear part.
+        Cheapest first: size, then whether it was refused before (a set lookup:
+        copies of an invalid envelope cost no query and no decode), then
+        whether we hold it already (not decoded again: the caller decides
+        whether to forward it), then the decode, whose signature check is the
+        dear part.
         """
         if len(data) > MAX_GOSSIP_MESSAGE:
             self._refuse(b"", "oversize", sender)
             return Verdict.REJECT
         assert self._store is not None
         message_id = protocol.envelope_id(data)
-        if message_id in self._store:
-            return Verdict.IGNORE
         if message_id in self._refused_ids:
             return Verdict.REJECT  # refused for good before, and counted then
+        if message_id in self._store:
+            return _Held(data=data, id=message_id)
         try:
             envelope = protocol.decode(data)
         except protocol.ProtocolError as exc:
@@ -69,6 +109,8 @@ class _Intake(_NodeCore):
             admitted = self._admit(data, sender)
             if isinstance(admitted, Verdict):
                 return admitted
+            if isinstance(admitted, _Held):
+                return self._judge_held(circle, admitted, sender)
             verdict = self._judge(circle, admitted, sender)
             if verdict is not None:
                 return verdict
@@ -87,6 +129,40 @@ class _Intake(_NodeCore):
         once, and the id remembered, so a copy sent again (by gossip or by
         every sync round) is dropped before it is decoded.
         """
+        verdict = self._judge_placement(circle, envelope, sender)
+        if verdict is not None:
+            return verdict
+        state = self._states.get(circle)
+        try:
+            check_admissible(envelope, None if state is None else state.charter)
+        except AdmissionRefused as exc:
+            self._refused_ids.add(envelope.id)
+            self._refuse(circle, exc.reason, sender)
+            log.debug("%s", exc)
+            return Verdict.REJECT
+        return None
+
+    def _judge_held(self, circle: bytes, held: _Held, sender: str) -> Verdict:
+        """The verdict on a gossip copy of an envelope the store holds.
+
+        Accepted, so that gossipsub forwards it, if it came on its own circle's
+        topic: peers that hear the circle only through us may still lack it
+        (sync fetched it here before gossip came). The log's admission rules
+        are not run again (a misbehaviour proof's would check signatures): the
+        store holds only what the log admitted, and forgets at start what a
+        charter does not admit. Not queued for delivery either: delivery finds
+        it held and skips it, so nothing is stored, applied or reported twice.
+        """
+        envelope = held.envelope()
+        if envelope is None:  # pragma: no cover - the store holds decoded bytes
+            return Verdict.IGNORE
+        verdict = self._judge_placement(circle, envelope, sender)
+        return Verdict.ACCEPT if verdict is None else verdict
+
+    def _judge_placement(
+        self, circle: bytes, envelope: Envelope[protocol.Message], sender: str
+    ) -> Verdict | None:
+        """None if ``envelope`` belongs on ``circle``'s topic now; else the verdict."""
         named = circle_of(envelope)
         if named is None:
             # A kind that names no circle (a receipt) belongs in no circle's log.
@@ -102,13 +178,6 @@ class _Intake(_NodeCore):
             # Nothing is kept before its charter, which decides the rest; sync
             # serves a circle's charter first, so an honest peer never sends this.
             return Verdict.IGNORE
-        try:
-            check_admissible(envelope, None if state is None else state.charter)
-        except AdmissionRefused as exc:
-            self._refused_ids.add(envelope.id)
-            self._refuse(circle, exc.reason, sender)
-            log.debug("%s", exc)
-            return Verdict.REJECT
         return None
 
     def _keep_validated(self, envelope: Envelope[protocol.Message]) -> None:
@@ -125,10 +194,15 @@ class _Intake(_NodeCore):
         admitted = self._admit(data, sender)
         if isinstance(admitted, Verdict):
             return admitted
-        if not isinstance(admitted.message, protocol.Charter):
+        # A charter we hold is forwarded again, as on a circle's topic.
+        envelope = admitted.envelope() if isinstance(admitted, _Held) else admitted
+        if envelope is None:  # pragma: no cover - the store holds decoded bytes
+            return Verdict.IGNORE
+        if not isinstance(envelope.message, protocol.Charter):
             self._refuse(b"", "not-a-charter", sender)
             return Verdict.REJECT
-        self._keep_validated(admitted)
+        if not isinstance(admitted, _Held):
+            self._keep_validated(envelope)
         return Verdict.ACCEPT
 
     async def _deliver(self, subscription: Any, circle: bytes | None = None) -> None:
@@ -138,8 +212,8 @@ class _Intake(_NodeCore):
                 # Our own publications (the transport may not validate them) and
                 # deliveries whose validated entry was forgotten are judged again.
                 admitted = self._admit(delivery.data, delivery.sender)
-                if isinstance(admitted, Verdict):
-                    continue
+                if isinstance(admitted, Verdict | _Held):
+                    continue  # refused, or held: a copy forwarded on is not taken again
                 if circle is not None and (
                     self._judge(circle, admitted, delivery.sender) is not None
                 ):
@@ -242,6 +316,8 @@ class _LogView:
 
     async def ingest(self, circle: bytes, data: bytes, peer: PeerId) -> bool:
         admitted = self._node._admit(data, peer)
-        if isinstance(admitted, Verdict) or self._node._judge(circle, admitted, peer) is not None:
+        if isinstance(admitted, Verdict | _Held):
+            return False
+        if self._node._judge(circle, admitted, peer) is not None:
             return False
         return self._node._take(admitted)
