@@ -147,6 +147,36 @@ async def test_ignored_messages_may_be_accepted_later(
         assert len(verdicts) == 1
 
 
+async def test_the_verdict_alone_decides_forwarding_in_a_line(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The node relies on this: a copy it ignores goes no further (so a copy of
+    # a message it holds must be accepted to reach the hosts behind it), and an
+    # accepted one is forwarded once, however many copies come after.
+    async with hosts(MemoryNetwork(latency=0.01), 3) as (a, b, c):
+        await a.subscribe(TOPIC)
+        sub_b, sub_c = await b.subscribe(TOPIC), await c.subscribe(TOPIC)
+        await line([a, b, c])
+        judged: list[bytes] = []
+
+        def validator(data: bytes, sender: PeerId) -> Verdict:
+            judged.append(data)
+            return Verdict.IGNORE if data == b"ignored" else Verdict.ACCEPT
+
+        b.set_validator(TOPIC, validator)
+        for payload in (b"ignored", b"accepted", b"accepted"):
+            await a.publish(TOPIC, payload)
+        assert [d.data for d in await take(sub_c, 1)] == [b"accepted"]
+        assert [d.data for d in await take(sub_b, 1)] == [b"accepted"]
+        with trio.move_on_after(5):
+            extra = await sub_c.__anext__()
+            pytest.fail(f"forwarded past an ignoring host, or twice: {extra.data!r}")
+        # The second copy was a duplicate: neither judged again nor forwarded again.
+        assert judged == [b"ignored", b"accepted"]
+        assert b.statistics().duplicates == 1
+        assert c.statistics().duplicates == 0
+
+
 async def test_oversize_publish_is_refused() -> None:
     async with hosts(MemoryNetwork(), 1) as (a,):
         with pytest.raises(TransportError) as caught:
