@@ -25,6 +25,14 @@ for the agreed quantity), so the circle's certificate and deal path closes
 it. Run the vendor's node with ``auto_countersign=True`` (or countersign
 certificates yourself) to sign the deal.
 
+The offer's capacity is every unit the circle pledged at the agreed price (at
+least the agreed quantity), capped by what the vendor can supply: ``capacity``
+(the same for every circle) or ``capacity_for(agreement)`` (asked just before
+the offer is signed, so a stock ledger can hold what it answers). The circle's
+fill rule then admits pledges up to that capacity, so a circle that outgrew
+the vendor's stock still buys what the vendor has; with nothing to supply, no
+offer is published (:attr:`DeskStatistics.unsupplied`).
+
 With ``bid_auctions`` the desk also answers requests for quote published on
 the topics of circles the node follows (reverse auctions) with the opening
 price of its strategy, a sealed bid sent to the request's signer (see
@@ -62,12 +70,15 @@ from ._strategies import Negotiator, Strategy, StrategyError
 from ._topics import NEGOTIATE_PROTOCOL
 from ._transport import PeerId, public_key_of
 
-__all__ = ["DeskStatistics", "StrategyFor", "VendorDesk"]
+__all__ = ["CapacityFor", "DeskStatistics", "StrategyFor", "VendorDesk"]
 
 log = logging.getLogger("circles.haggle")
 
 StrategyFor = Callable[[protocol.Envelope[QuoteRequest]], Strategy | None]
 """Chooses the vendor's strategy for a request for quote; None declines it."""
+
+CapacityFor = Callable[[protocol.Agreement], int | None]
+"""The most units the vendor will supply for an agreement (None: no limit)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +102,10 @@ class DeskStatistics:
     :attr:`VendorDesk.bid_refusals`) or never answered."""
     errors: int
     """Requests that hit an unexpected error in the desk (a bug; answered with a refusal)."""
+    capped: int = 0
+    """Agreed offers whose capacity the vendor's capacity cut below what the circle pledged."""
+    unsupplied: int = 0
+    """Agreements left without an offer: the vendor's capacity for them was 0."""
 
 
 class _Refusal(Exception):
@@ -124,6 +139,9 @@ class VendorDesk:
         join_timeout: seconds to fetch an unknown circle from peers when a session opens.
         remember: ended sessions whose last answer is kept for retries.
         terms: the terms text of every offer.
+        capacity: the most units an agreed offer holds, for every circle.
+        capacity_for: the most units for one agreement (None: no limit); called
+            just before its offer is signed. Give at most one of the two.
     """
 
     def __init__(
@@ -140,7 +158,15 @@ class VendorDesk:
         join_timeout: float = 5.0,
         remember: int = 4096,
         terms: str = "",
+        capacity: int | None = None,
+        capacity_for: CapacityFor | None = None,
     ) -> None:
+        if capacity is not None and capacity_for is not None:
+            raise HaggleError(
+                "give at most one of capacity and capacity_for", reason="bad-argument"
+            )
+        if capacity is not None and capacity < 1:
+            raise HaggleError("the desk's capacity must be at least 1", reason="bad-argument")
         if (strategy is None) == (strategy_for is None):
             raise HaggleError(
                 "give exactly one of strategy and strategy_for", reason="bad-argument"
@@ -157,6 +183,7 @@ class VendorDesk:
         self._join_timeout = join_timeout
         self._remember = max(1, remember)
         self._terms = terms
+        self._capacity_for: CapacityFor = capacity_for or (lambda _agreement: capacity)
         self._sessions: dict[bytes, _Session] = {}
         self._opening: dict[bytes, PeerId] = {}
         self._ended: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
@@ -172,7 +199,9 @@ class VendorDesk:
         self._agreements: list[protocol.Agreement] = []
         self._nursery: trio.Nursery | None = None
         self._stack: contextlib.AsyncExitStack | None = None
-        self._counts = dict.fromkeys(("opened", "answered", "refused", "errors"), 0)
+        self._counts = dict.fromkeys(
+            ("opened", "answered", "refused", "errors", "capped", "unsupplied"), 0
+        )
 
     # ------------------------------------------------------------------ life
     async def __aenter__(self) -> VendorDesk:
@@ -421,14 +450,35 @@ class VendorDesk:
             # the circle pledged more. The agreed price holds for every unit the
             # circle pledged at it, at least the agreed quantity.
             demand = self.node.circle(agreement.circle).demand(agreement.unit_price)
+            units = max(agreement.quantity, demand)
+            supply = self._supply(agreement)
+            if supply is not None and supply < units:
+                if supply < 1:
+                    self._counts["unsupplied"] += 1
+                    log.info(
+                        "agreed with circle %s but have nothing to supply: no offer",
+                        agreement.circle.hex()[:12],
+                    )
+                    return
+                # Sell what we have: the circle's fill rule admits pledges up to it.
+                self._counts["capped"] += 1
+                units = supply
             await self.node.offer(
                 agreement.circle,
                 product=request.product,
-                tiers=[(agreement.quantity, agreement.unit_price)],
-                capacity=max(agreement.quantity, demand),
+                tiers=[(min(agreement.quantity, units), agreement.unit_price)],
+                capacity=units,
                 valid_until=max(request.deadline, self.node.now()) + self._valid_for,
                 terms=self._terms,
                 in_reply_to=agreement.session,
             )
         except (NodeError, protocol.ProtocolError) as exc:
             log.warning("could not publish the agreed offer: %s", exc)
+
+    def _supply(self, agreement: protocol.Agreement) -> int | None:
+        try:
+            return self._capacity_for(agreement)
+        except Exception:  # the hook is the caller's code: a bug there offers nothing
+            log.exception("capacity_for failed; no offer for this agreement")
+            self._counts["errors"] += 1
+            return 0

@@ -27,9 +27,18 @@ Catalog (TOML)::
     currency = "EUR"
     list_price = "24.00"
     floor = "17.00"            # never offered below this (default: the lowest tier price)
-    capacity = 200
+    capacity = 200             # most units for one circle
+    stock = 500                # units to sell in all, across circles (default: capacity)
     tiers = [[10, "21.00"], [30, "19.00"]]
     terms = "delivered within 7 days, pay on delivery"
+
+Stock: every offer holds its capacity of the product's ``stock`` until its
+circle closes with another vendor, expires or is cancelled; a deal the vendor
+countersigns uses up its total for good. So no two circles are offered the
+same units, and a circle is offered at most what is left (see
+:class:`circles._vendor_agent.StockLedger`). What is held and sold is read
+from the vendor's own offers and deals in its data directory, so a restart
+keeps it; raise ``stock`` when you restock.
 """
 
 from __future__ import annotations
@@ -45,7 +54,15 @@ import protocol
 from ._errors import CirclesError
 from ._money import MoneyError, parse_money
 
-__all__ = ["STRATEGIES", "Catalog", "CatalogError", "Product", "concede", "load_catalog"]
+__all__ = [
+    "STRATEGIES",
+    "Catalog",
+    "CatalogError",
+    "Product",
+    "StockError",
+    "concede",
+    "load_catalog",
+]
 
 log = logging.getLogger("circles.vendor")
 
@@ -62,6 +79,16 @@ class CatalogError(CirclesError):
     """A catalog file that cannot be used; the message names the entry to fix."""
 
     reason = "bad-catalog"
+
+
+class StockError(CirclesError):
+    """A vendor will not offer to, or sign for, a circle: not enough stock is left.
+
+    Reasons: "out-of-stock" (nothing left to offer the circle),
+    "over-stock" (a certificate's total is more than what is left for it).
+    """
+
+    reason = "out-of-stock"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +111,13 @@ class Product:
     """(min quantity, unit price) volume tiers, after the list-price tier."""
     terms: str
     """Delivery and payment terms."""
+    stock: int | None = None
+    """Units the vendor has to sell in all, across circles; None: :attr:`capacity`."""
+
+    @property
+    def units(self) -> int:
+        """The stock: units to sell in all, across circles."""
+        return self.capacity if self.stock is None else self.stock
 
     def wanted_by(self, charter: protocol.Charter) -> bool:
         """Whether ``charter`` asks for this product, in its currency."""
@@ -92,14 +126,18 @@ class Product:
         words = " ".join((charter.title, *charter.tags)).lower()
         return any(word in words for word in self.match)
 
-    def offer_tiers(self, share: float) -> list[tuple[int, int]]:
-        """Tiers with every price moved ``share`` (0..1) of the way to the floor."""
+    def offer_tiers(self, share: float, capacity: int | None = None) -> list[tuple[int, int]]:
+        """Tiers with every price moved ``share`` (0..1) of the way to the floor.
+
+        Only tiers within ``capacity`` (default: the product's) are kept.
+        """
+        most = self.capacity if capacity is None else min(capacity, self.capacity)
         tiers = [(1, self.list_price), *self.tiers]
         moved = [(q, p - int((p - self.floor) * share) if p > self.floor else p) for q, p in tiers]
         # Prices that meet at the floor would no longer strictly decrease: keep the first.
         kept: list[tuple[int, int]] = []
         for quantity, price in moved:
-            if quantity <= self.capacity and (not kept or price < kept[-1][1]):
+            if quantity <= most and (not kept or price < kept[-1][1]):
                 kept.append((quantity, price))
         return kept
 
@@ -158,6 +196,7 @@ def _product(entry: Any, where: str) -> Product:
         currency = str(entry["currency"])
         list_price = parse_money(str(entry["list_price"]), currency)
         capacity = int(entry["capacity"])
+        stock = int(entry["stock"]) if "stock" in entry else None
         tiers = tuple((int(q), parse_money(str(p), currency)) for q, p in entry.get("tiers", ()))
         match = tuple(str(w).lower() for w in entry.get("match", [name]))
         terms = str(entry.get("terms", ""))
@@ -167,7 +206,7 @@ def _product(entry: Any, where: str) -> Product:
         raise CatalogError(f"{where}: {exc}") from None
     except (TypeError, ValueError):
         raise CatalogError(
-            f"{where}: capacity must be a whole number and tiers a list of "
+            f"{where}: capacity and stock must be whole numbers and tiers a list of "
             '[min_quantity, "price"] pairs'
         ) from None
     quantities = [1, *(q for q, _ in tiers)]
@@ -185,6 +224,8 @@ def _product(entry: Any, where: str) -> Product:
         raise CatalogError(f"{where}: floor must be above zero and at most the lowest tier price")
     if capacity < 1:
         raise CatalogError(f"{where}: capacity must be at least 1")
+    if stock is not None and stock < 0:
+        raise CatalogError(f"{where}: stock must be at least 0 (0: sold out)")
     return Product(
         name=name,
         match=match,
@@ -194,4 +235,5 @@ def _product(entry: Any, where: str) -> Product:
         capacity=capacity,
         tiers=tiers,
         terms=terms,
+        stock=stock,
     )
