@@ -12,7 +12,7 @@ refused once is still dropped without being decoded, and never forwarded.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,12 @@ async def holds(node: Node, circle: bytes, pledge: protocol.Envelope[Any]) -> No
 
 
 async def sync_first_then_gossip(
-    a: Node, b: Node, c: Node, circle: bytes, *, before_gossip: Callable[[], Any] | None = None
+    a: Node,
+    b: Node,
+    c: Node,
+    circle: bytes,
+    *,
+    before_gossip: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[protocol.Envelope[Any], list[NodeEvent], int]:
     """B syncs A's held-back pledge, then A gossips it; returns it, B's events meanwhile,
     and how many sync rounds C ran meanwhile."""
