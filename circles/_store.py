@@ -28,6 +28,11 @@ disk does not stall the event loop. A lock serialises all calls, so mixing
 both styles is safe. Several processes may open one data directory (SQLite
 locks the file; ``reserve_seq`` takes the write lock before reading the
 counter), though one node per directory is the intended use.
+
+This module holds :class:`Store`: batching, locking and the life cycle. The
+SQL lives in its parts: the file, schema and transactions in
+:mod:`circles._store_db`, the envelope log in :mod:`circles._store_log`, and
+the member's own pledge counters in :mod:`circles._store_own`.
 """
 
 from __future__ import annotations
@@ -36,86 +41,27 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import protocol
 
-from ._errors import CirclesError
-from ._node_admission import circle_of
+from ._store_db import STORE_FILE, StoreError, _create_schema, _prepare, _transaction
+from ._store_log import (
+    _COLUMNS,
+    StoredEnvelope,
+    _check_envelope,
+    _delete,
+    _exists,
+    _insert,
+    _positioned,
+    _record,
+)
+from ._store_own import _check_circle, _next_seq, _raise_counters
 
 __all__ = ["STORE_FILE", "Store", "StoreError", "StoredEnvelope"]
-
-#: Name of the database file inside a data directory.
-STORE_FILE = "store.sqlite3"
-#: Schema version kept in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
-#: Largest pledge sequence number the protocol accepts.
-_MAX_SEQ = 2**32 - 1
-#: Ids per ``IN (...)`` query; below SQLite's historical 999-variable limit.
-_CHUNK = 500
-
-_SCHEMA = """
-CREATE TABLE envelopes (
-    position INTEGER PRIMARY KEY,   -- arrival order, stable across reopening
-    id       BLOB NOT NULL UNIQUE,  -- BLAKE2b-256 of data
-    kind     TEXT NOT NULL,
-    circle   BLOB,                  -- NULL: not known (a receipt for an unknown deal)
-    signer   BLOB NOT NULL,
-    seq      INTEGER,               -- a pledge's sequence number, else NULL
-    ref      BLOB,                  -- a receipt's deal id, else NULL
-    received INTEGER NOT NULL,      -- seconds since the epoch
-    data     BLOB NOT NULL
-);
-CREATE INDEX envelopes_by_circle ON envelopes (circle);
-CREATE INDEX envelopes_by_kind ON envelopes (kind);
-CREATE INDEX envelopes_by_ref ON envelopes (ref) WHERE ref IS NOT NULL;
-CREATE TABLE sequences (
-    circle BLOB PRIMARY KEY,
-    last   INTEGER NOT NULL          -- highest sequence number ever handed out
-) WITHOUT ROWID;
-CREATE TABLE joined (
-    circle BLOB PRIMARY KEY,
-    since  INTEGER NOT NULL          -- seconds since the epoch
-) WITHOUT ROWID;
-"""
-
-_COLUMNS = "id, kind, circle, signer, received, data"
-_Row = tuple[bytes, str, "bytes | None", bytes, int, bytes]
-
-
-class StoreError(CirclesError):
-    """The store cannot be opened or written, or was used after close()."""
-
-    reason = "store-error"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredEnvelope:
-    """One envelope as the store keeps it, with the columns the node queries by."""
-
-    id: bytes
-    """The message id (BLAKE2b-256 of ``data``)."""
-    kind: str
-    """The message kind ("charter", "pledge", ...)."""
-    circle: bytes | None
-    """The circle it belongs to, or None when not known (a receipt for an unseen deal)."""
-    signer: bytes
-    """The 32-byte public key that signed it."""
-    received: int
-    """When this store first received it, in seconds since the epoch."""
-    data: bytes
-    """The envelope bytes, exactly as verified."""
-
-
-def _record(row: _Row) -> StoredEnvelope:
-    return StoredEnvelope(
-        id=row[0], kind=row[1], circle=row[2], signer=row[3], received=row[4], data=row[5]
-    )
 
 
 class Store:
@@ -195,10 +141,7 @@ class Store:
         if max_batch < 1 or max_delay < 0:
             raise ValueError("max_batch must be at least 1 and max_delay at least 0")
         db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        _create_schema(db)
         return cls(db, Path(":memory:"), max_batch=max_batch, max_delay=max_delay, clock=clock)
 
     @property
@@ -261,29 +204,7 @@ class Store:
             db = self._open_db()
             self._commit(db, [], [])
             with _transaction(db, self._path):
-                row = db.execute(
-                    "SELECT last FROM sequences WHERE circle = ?", (circle,)
-                ).fetchone()
-                last = 0 if row is None else int(row[0])
-                if signer is not None:
-                    (stored,) = db.execute(
-                        "SELECT MAX(seq) FROM envelopes"
-                        " WHERE circle = ? AND kind = 'pledge' AND signer = ?",
-                        (circle, signer),
-                    ).fetchone()
-                    last = max(last, stored or 0)
-                if last >= _MAX_SEQ:
-                    raise StoreError(
-                        f"circle {circle.hex()[:16]}… has used every pledge sequence "
-                        "number; this member cannot pledge in it again",
-                        reason="sequence-exhausted",
-                    )
-                db.execute(
-                    "INSERT INTO sequences (circle, last) VALUES (?, ?)"
-                    " ON CONFLICT (circle) DO UPDATE SET last = excluded.last",
-                    (circle, last + 1),
-                )
-            return last + 1
+                return _next_seq(db, circle, signer)
 
     def mark_joined(self, circle: bytes, *, now: int | None = None) -> None:
         """Remember durably that this node takes part in ``circle`` (idempotent)."""
@@ -318,14 +239,8 @@ class Store:
         with self._lock:
             db = self._open_db()
             self._commit(db, [], [])
-            removed = 0
             with _transaction(db, self._path):
-                for start in range(0, len(wanted), _CHUNK):
-                    chunk = wanted[start : start + _CHUNK]
-                    marks = ", ".join("?" * len(chunk))
-                    cursor = db.execute(f"DELETE FROM envelopes WHERE id IN ({marks})", chunk)
-                    removed += cursor.rowcount
-            return removed
+                return _delete(db, wanted)
 
     def flush(self) -> None:
         """Commit the received envelopes still waiting in the batch."""
@@ -342,7 +257,8 @@ class Store:
         if not batch and not own_pledges:
             return
         with _transaction(db, self._path):
-            _insert(db, batch, own_pledges=own_pledges)
+            _insert(db, batch)
+            _raise_counters(db, own_pledges)
         self._pending.clear()
         self._pending_ids.clear()
 
@@ -363,19 +279,8 @@ class Store:
     def get(self, ids: Iterable[bytes]) -> list[StoredEnvelope]:
         """The stored envelopes among ``ids``, in arrival order; unknown ids are skipped."""
         wanted = list(dict.fromkeys(ids))
-        found: list[tuple[int, _Row]] = []
         with self._lock:
-            db = self._readable()
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                found.extend(
-                    (row[0], row[1:])
-                    for row in db.execute(
-                        f"SELECT position, {_COLUMNS} FROM envelopes WHERE id IN ({marks})",
-                        chunk,
-                    )
-                )
+            found = _positioned(self._readable(), wanted)
         found.sort(key=lambda item: item[0])
         return [_record(row) for _, row in found]
 
@@ -467,129 +372,5 @@ class Store:
         return f"Store({str(self._path)!r}, {state})"
 
 
-def _prepare(db: sqlite3.Connection, path: Path) -> None:
-    try:
-        db.execute("PRAGMA busy_timeout = 10000")
-        (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
-        if str(mode).lower() != "wal":
-            raise StoreError(
-                f"{path} cannot use write-ahead logging (journal mode {mode}); put the data "
-                "directory on a local file system",
-                reason="no-wal",
-            )
-        # FULL: a commit is on disk, not only in the OS cache, when it returns.
-        db.execute("PRAGMA synchronous = FULL")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            (version,) = db.execute("PRAGMA user_version").fetchone()
-            if version == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version != SCHEMA_VERSION:
-                raise StoreError(
-                    f"{path} has schema version {version}, newer than this library's "
-                    f"{SCHEMA_VERSION}; upgrade buying-circles to open it",
-                    reason="newer-schema",
-                )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(
-            f"{path} is not a usable store ({exc}); move it away to start afresh",
-            reason="unreadable",
-        ) from None
-
-
-def _insert(
-    db: sqlite3.Connection,
-    batch: list[tuple[protocol.Envelope[Any], int]],
-    *,
-    own_pledges: list[protocol.Envelope[Any]],
-) -> None:
-    deals: list[tuple[bytes, bytes]] = []
-    for envelope, received in batch:
-        message = envelope.message
-        circle = circle_of(envelope)
-        ref: bytes | None = None
-        if isinstance(message, protocol.Receipt):
-            ref = message.deal
-            row = db.execute(
-                "SELECT circle FROM envelopes WHERE id = ? AND kind = 'deal'", (ref,)
-            ).fetchone()
-            circle = None if row is None else row[0]
-        seq = message.seq if isinstance(message, protocol.Pledge) else None
-        cursor = db.execute(
-            "INSERT OR IGNORE INTO envelopes"
-            " (id, kind, circle, signer, seq, ref, received, data)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                envelope.id,
-                envelope.kind,
-                circle,
-                envelope.signer,
-                seq,
-                ref,
-                received,
-                envelope.data,
-            ),
-        )
-        if cursor.rowcount and isinstance(message, protocol.Deal):
-            deals.append((message.circle, envelope.id))
-    # Receipts that arrived before their deal learn its circle now.
-    db.executemany(
-        "UPDATE envelopes SET circle = ? WHERE ref = ? AND kind = 'receipt' AND circle IS NULL",
-        deals,
-    )
-    for envelope in own_pledges:
-        message = envelope.message
-        if isinstance(message, protocol.Pledge):
-            db.execute(
-                "INSERT INTO sequences (circle, last) VALUES (?, ?) ON CONFLICT (circle)"
-                " DO UPDATE SET last = MAX(last, excluded.last)",
-                (message.circle, message.seq),
-            )
-
-
-def _exists(db: sqlite3.Connection, message_id: bytes) -> bool:
-    return db.execute("SELECT 1 FROM envelopes WHERE id = ?", (message_id,)).fetchone() is not None
-
-
-def _check_envelope(envelope: object) -> None:
-    if not isinstance(envelope, protocol.Envelope):
-        raise TypeError(
-            f"the store keeps verified envelopes (protocol.Envelope from protocol.decode or "
-            f"protocol.seal), not {type(envelope).__name__}"
-        )
-
-
-def _check_circle(circle: object) -> None:
-    if type(circle) is not bytes or len(circle) != 32:
-        raise ValueError("a circle is named by its 32-byte id (the id of its charter envelope)")
-
-
 def _now() -> int:
     return int(time.time())
-
-
-@contextmanager
-def _transaction(db: sqlite3.Connection, path: Path) -> Iterator[None]:
-    """One write transaction; the write lock is taken first, so reads inside are current."""
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            db.execute("COMMIT")
-        except BaseException:
-            # SQLite rolls back by itself after some errors (a full disk).
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise StoreError(
-            f"cannot write {path}: {exc}; check free disk space and permissions",
-            reason="unwritable",
-        ) from None
