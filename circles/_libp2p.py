@@ -1,7 +1,8 @@
 """The libp2p transport: py-libp2p 0.8.1, hardened, behind :class:`circles.Transport`.
 
-The only module that imports libp2p, and only inside functions: ``import
-libp2p`` costs most of a second, which ``circles --help`` should not pay.
+With its parts (the ``circles._libp2p_*`` modules, listed below), the only
+code that imports libp2p, and only inside functions: ``import libp2p`` costs
+most of a second, which ``circles --help`` should not pay.
 
 Theory of operation. :func:`open_libp2p_transport` builds a host whose peer id
 is the member's ed25519 key, speaking TCP + Noise + Yamux and nothing weaker:
