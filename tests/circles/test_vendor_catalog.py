@@ -63,6 +63,8 @@ def test_a_good_catalog(tmp_path: Path) -> None:
         (('list_price = "24.00"', 'list_price = "24.001"'), "EUR has 2 decimals"),
         (('[10, "19.00"]', '[10, "22.00"]'), "prices falling"),
         (("capacity = 20", 'capacity = "many"'), "whole number"),
+        (("capacity = 20", 'capacity = 20\nstock = "lots"'), "whole number"),
+        (("capacity = 20", "capacity = 20\nstock = -1"), "stock must be at least 0"),
         (('name = "Arabica beans, 1 kg"', ""), "has no 'name'"),
         (("[[products]]", "[[product]]"), "lists no [[products]]"),
         (("[vendor]", "[vendor"), "not valid TOML"),
@@ -74,6 +76,23 @@ def test_a_bad_catalog_names_what_to_fix(
     with pytest.raises(CatalogError) as bad:
         load_catalog(write(tmp_path, GOOD.replace(*change)))
     assert words in str(bad.value)
+
+
+def test_stock_defaults_to_the_capacity_and_caps_the_tiers(tmp_path: Path) -> None:
+    (product,) = load_catalog(write(tmp_path, GOOD)).products
+    assert (product.stock, product.units) == (None, 20)
+    (stocked,) = load_catalog(
+        write(tmp_path, GOOD.replace("capacity = 20", "stock = 7\ncapacity = 20"))
+    ).products
+    assert (stocked.stock, stocked.units, stocked.capacity) == (7, 7, 20)
+    (sold_out,) = load_catalog(
+        write(tmp_path, GOOD.replace("capacity = 20", "stock = 0\ncapacity = 20"))
+    ).products
+    assert sold_out.units == 0
+    # Offered within what is left: tiers above it go, the list-price tier stays.
+    assert product.offer_tiers(0.0, 7) == [(1, 2400), (5, 2100)]
+    assert product.offer_tiers(0.0, 4) == [(1, 2400)]
+    assert product.offer_tiers(0.0, 500) == product.offer_tiers(0.0)
 
 
 def test_a_missing_catalog(tmp_path: Path) -> None:
