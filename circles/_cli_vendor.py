@@ -15,9 +15,13 @@ def add_vendor_commands(commands: Any, common: Any, network: Any) -> None:
     vendor = commands.add_parser("vendor", help="sell to circles from a catalog")
     actions = vendor.add_subparsers(dest="vendor_command", required=True, metavar="ACTION")
     serve = network(
-        common(actions.add_parser("serve", help="offer to circles and countersign deals"))
+        common(
+            actions.add_parser("serve", help="offer to circles within stock and countersign deals")
+        )
     )
-    serve.add_argument("--catalog", required=True, type=Path, help="catalog TOML file")
+    serve.add_argument(
+        "--catalog", required=True, type=Path, help="catalog TOML file (products, stock)"
+    )
     rep = common(actions.add_parser("reputation", help="a vendor's record from receipts"))
     rep.add_argument("key", metavar="KEY", help="the vendor's key (or a prefix of it)")
 
