@@ -68,13 +68,17 @@ class StockLedger:
     """Circle -> (product, units) held by this vendor's offers to it."""
     offers: dict[bytes, _Key] = field(default_factory=dict)
     """Offer id -> product, for the vendor's offers to circles that hold stock."""
+    dealt: set[bytes] = field(default_factory=set)
+    """Circles this vendor signed a deal for (sold: never offered again)."""
 
     @classmethod
     def read(cls, node: Node) -> StockLedger:
         """The ledger as the node's store tells it: this vendor's offers and deals."""
         ledger = cls()
         me = node.public_key
-        for circle in node.circles():
+        # node.offer joins the circle it offers to (and the store keeps that),
+        # so only joined circles can hold our offers.
+        for circle in node.joined():
             mine = [s for s in node.circle_log(circle, kinds=("offer", "deal")) if s.signer == me]
             offers = {
                 s.id: protocol.decode_as(s.data, protocol.Offer).message
@@ -87,6 +91,7 @@ class StockLedger:
             deals = [protocol.decode_as(s.data, protocol.Deal) for s in mine if s.kind == "deal"]
             if deals:
                 # Signed is sold, whatever became of the circle: the deal binds us.
+                ledger.dealt.add(circle)
                 for deal in deals:
                     key = ledger._product_of(node, deal.message, keys)
                     ledger.sold[key] = ledger.sold.get(key, 0) + deal.message.total
@@ -131,6 +136,7 @@ class StockLedger:
     def sell(self, circle: bytes, key: _Key, units: int) -> None:
         """Record a deal we countersigned: what the circle held becomes ``units`` sold."""
         self.held.pop(circle, None)
+        self.dealt.add(circle)
         self.sold[key] = self.sold.get(key, 0) + units
 
 
@@ -212,7 +218,7 @@ async def _consider(agent: _Agent, ledger: StockLedger, circle: bytes) -> None:
     charter: protocol.Charter = state.charter.message
     product = agent.catalog.product_for(charter)
     now = node.now()
-    if product is None or now >= charter.deadline:
+    if product is None or now >= charter.deadline or circle in ledger.dealt:
         return
     free = ledger.free_for(product, circle)
     capacity = min(product.capacity, free)
