@@ -11,6 +11,7 @@ from ._haggle_circle import negotiate as negotiate
 from ._haggle_circle import quote_requests as quote_requests
 from ._haggle_circle import request_quotes as request_quotes
 from ._haggle_circle import reverse_auction as reverse_auction
+from ._haggle_vendor import CapacityFor as CapacityFor
 from ._haggle_vendor import DeskStatistics as DeskStatistics
 from ._haggle_vendor import StrategyFor as StrategyFor
 from ._haggle_vendor import VendorDesk as VendorDesk
@@ -53,6 +54,7 @@ __all__ = [
     "Action",
     "auction_result",
     "AuctionOutcome",
+    "CapacityFor",
     "CircleDiscovered",
     "CirclesError",
     "CircleUpdated",

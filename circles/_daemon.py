@@ -159,7 +159,9 @@ async def _serve(data_dir: Path, options: dict[str, Any], catalog: Any) -> int:
                 listen=[options["listen"]],
                 bootstrap=options["bootstrap"],
                 mdns=options["mdns"],
-                auto_countersign=catalog is not None,
+                # A catalog vendor's agent countersigns, and only deals its stock can
+                # still supply; the node signing on its own would get there first.
+                auto_countersign=False,
             ) as node,
             trio.open_nursery() as nursery,
         ):

@@ -4,7 +4,7 @@
 
     CirclesError
     ├── KeyFileError (also protocol.KeyFileError): an unsafe or unreadable key file
-    ├── StoreError: the store cannot be opened or written (circles._store)
+    ├── StoreError: the store cannot be opened or written (circles._store_db)
     ├── TransportError: the network cannot do what was asked (circles._transport)
     │   └── RequestFailed: a direct request got no valid response
     ├── NodeError: a node call that cannot be done as asked (circles._node)
@@ -13,6 +13,7 @@
     ├── ControlError: the local control socket cannot be used (circles._control)
     ├── ServiceError: a command the running node refused (circles._service)
     ├── CatalogError: a vendor catalog file that is wrong (circles._vendor)
+    ├── StockError: a vendor will not offer or sign beyond its stock (circles._vendor)
     ├── MoneyError (also ValueError): a price that cannot be read exactly (circles._money)
     └── ScenarioError (also ValueError): a simulation scenario that is wrong (circles.sim)
 
