@@ -48,6 +48,7 @@ from ._transport import (
     TransportStatistics,
     Validator,
     Verdict,
+    _bounded_request,
     _BufferedSubscription,
     _Counters,
     _EventFanout,
@@ -378,14 +379,14 @@ class MemoryTransport:
         timeout: float,
         max_response: int = DEFAULT_MAX_RESPONSE,
     ) -> bytes:
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, not {timeout!r}")
-        self._check_open()
-        with trio.move_on_after(timeout):
-            return await self._request(peer, protocol_id, bytes(data), max_response)
-        raise RequestFailed(
-            f"{peer} did not answer {protocol_id} within {timeout} s; try another peer",
-            reason="timeout",
+        return await _bounded_request(
+            self._check_open,
+            self._request,
+            peer,
+            protocol_id,
+            data,
+            timeout=timeout,
+            max_response=max_response,
         )
 
     async def _request(

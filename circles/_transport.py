@@ -415,6 +415,31 @@ def _run_validator(
     return verdict
 
 
+async def _bounded_request(
+    check_open: Callable[[], None],
+    send: Callable[[PeerId, str, bytes, int], Awaitable[bytes]],
+    peer: PeerId,
+    protocol_id: str,
+    data: bytes,
+    *,
+    timeout: float,
+    max_response: int,
+) -> bytes:
+    """What every transport's ``request`` does around its own ``send``: one bound, one error.
+
+    Shared so that the in-memory twin refuses, times out and reports exactly as libp2p does.
+    """
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, not {timeout!r}")
+    check_open()
+    with trio.move_on_after(timeout):
+        return await send(peer, protocol_id, bytes(data), max_response)
+    raise RequestFailed(
+        f"{peer} did not answer {protocol_id} within {timeout} s; try another peer",
+        reason="timeout",
+    )
+
+
 class _BufferedSubscription:
     """A :class:`Subscription` backed by a bounded trio channel.
 
