@@ -174,6 +174,8 @@ async def test_request_response() -> None:
         with pytest.raises(RequestFailed) as caught:
             await a.request(b.peer_id, "/test/none/1", b"x", timeout=5)
         assert caught.value.reason == "unsupported"
+        with pytest.raises(ValueError, match="timeout must be positive"):
+            await a.request(b.peer_id, "/test/echo/1", b"x", timeout=-1)
         assert b.statistics().contained_errors >= 2
         # Concurrent requests, and still serving after all of the above.
         results: list[bytes] = []

@@ -213,6 +213,8 @@ async def test_request_response(autojump_clock: trio.testing.MockClock) -> None:
         with pytest.raises(RequestFailed) as caught:
             await a.request(b.peer_id, "/other/1", b"", timeout=1)
         assert caught.value.reason == "unsupported"
+        with pytest.raises(ValueError, match="timeout must be positive"):
+            await a.request(b.peer_id, "/echo/1", b"abc", timeout=0)
         assert b.statistics().contained_errors == 1
         # Still serving after all that.
         assert await a.request(b.peer_id, "/echo/1", b"ok", timeout=1) == b"ko"
