@@ -42,7 +42,7 @@ from ._haggle import (
 from ._node import EventStream, Node
 from ._node_events import CircleUpdated
 from ._strategies import Action, SessionView, Strategy
-from ._transport import RequestFailed, peer_id_of
+from ._transport import RequestFailed, TransportError, peer_id_of
 
 __all__ = ["Bidder", "permissive_mandate"]
 
@@ -71,8 +71,10 @@ class Bidder:
         terms: str,
         timeout: float = 10.0,
         retries: int = 2,
+        capacity: int | None = None,
     ) -> None:
         self.node = node
+        self._capacity = capacity
         self._strategy_for = strategy_for
         self._max_open = max_open_per_signer
         self._max_duration = max_duration
@@ -145,13 +147,14 @@ class Bidder:
         price = move.unit_price
         if move.action is not Action.PROPOSE or price is None or price < strategy.reservation:
             return None
+        capacity = body.quantity if self._capacity is None else min(body.quantity, self._capacity)
         offer = protocol.Offer(
             circle=body.circle,
             product=body.product,
             currency=body.currency,
             list_price=price,
             tiers=(protocol.Tier(min_quantity=1, unit_price=price),),
-            capacity=body.quantity,
+            capacity=capacity,
             valid_until=max(body.deadline, now) + self._valid_for,
             terms=self._terms,
             loyalty=(),
@@ -180,6 +183,9 @@ class Bidder:
                 if exc.reason in ("unreachable", "unsupported"):
                     break
                 continue  # the same bytes again: a bid already taken is answered "taken"
+            except TransportError as exc:  # our own transport is closing: no retry helps
+                reason = exc.reason
+                break
             try:
                 reply = decode_bid_reply(data)
             except HaggleError as exc:

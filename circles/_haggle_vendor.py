@@ -139,9 +139,12 @@ class VendorDesk:
         join_timeout: seconds to fetch an unknown circle from peers when a session opens.
         remember: ended sessions whose last answer is kept for retries.
         terms: the terms text of every offer.
-        capacity: the most units an agreed offer holds, for every circle.
+        capacity: the most units an agreed offer or an auction bid holds, for
+            every circle.
         capacity_for: the most units for one agreement (None: no limit); called
-            just before its offer is signed. Give at most one of the two.
+            just before its offer is signed. Give at most one of the two. A desk
+            with ``capacity_for`` does not bid in auctions: a bid is an offer
+            made before any agreement the hook could judge.
     """
 
     def __init__(
@@ -175,7 +178,7 @@ class VendorDesk:
             raise HaggleError("the desk's limits must be at least 1", reason="bad-argument")
         self.node = node
         self._strategy_for: StrategyFor = strategy_for or (lambda _rfq: strategy)
-        self._bid_auctions = bid_auctions
+        self._bid_auctions = bid_auctions and capacity_for is None
         self._max_sessions = max_sessions
         self._max_per_peer = max_sessions_per_peer
         self._max_duration = max_duration
@@ -195,6 +198,7 @@ class VendorDesk:
             valid_for=offer_valid_for,
             remember=self._remember,
             terms=terms,
+            capacity=capacity,
         )
         self._agreements: list[protocol.Agreement] = []
         self._nursery: trio.Nursery | None = None

@@ -433,3 +433,35 @@ async def test_running_an_auction_does_not_keep_a_stopped_node_alive(
     del nodes
     gc.collect()
     assert gone() is None
+
+
+async def test_a_desk_bids_no_more_than_its_capacity_and_a_stock_hook_desk_does_not_bid(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """A bid is an offer: it holds at most the desk's ``capacity`` units.
+
+    A desk whose supply is decided per agreement (``capacity_for``) has nothing
+    to judge a bid by, so it stays out of auctions rather than offer the lot.
+    """
+    network = MemoryNetwork(seed=13, latency=0.01)
+    async with auction_nodes(tmp_path, network, 1, [0.0, 0.0]) as (nodes, _):
+        alice, small, hooked = nodes
+        circle = await circle_with_pledges(nodes, [(10, 5000)])
+        asked: list[protocol.Agreement] = []
+
+        def supply(agreement: protocol.Agreement) -> int:
+            asked.append(agreement)
+            return 100
+
+        cheap = TakeItOrLeaveIt(reservation=4000)
+        async with (
+            VendorDesk(small, strategy=TakeItOrLeaveIt(reservation=4500), capacity=3) as a,
+            VendorDesk(hooked, strategy=cheap, capacity_for=supply) as b,
+        ):
+            with trio.fail_after(120):
+                auction = await reverse_auction(alice, circle, respond_within=2, grace=1.0)
+        bids = [protocol.decode_as(bid, protocol.Offer) for bid in auction.bids]
+        assert [(bid.signer, bid.message.capacity) for bid in bids] == [(small.public_key, 3)]
+        assert a.statistics().bids == 1
+        assert b.statistics().bids == 0
+        assert asked == []
