@@ -44,7 +44,7 @@ import trio
 import protocol
 from protocol import Envelope
 
-from ._node_admission import RefusedIds
+from ._node_admission import RecentlyStored, RefusedIds
 from ._node_certificates import _Certificates
 from ._node_core import NodeError, log
 from ._node_events import CircleUpdated, EventStream, NodeEvent
@@ -136,6 +136,7 @@ class Node(_Intake, _OwnMoves, _Certificates):
         self._subscribed: set[bytes] = set()
         self._validated: dict[bytes, Envelope[protocol.Message]] = {}
         self._refused_ids = RefusedIds()
+        self._recently_stored = RecentlyStored()
         self._listeners: list[trio.MemorySendChannel[NodeEvent]] = []
         self._changed = trio.Event()
         self._own_lock = trio.Lock()

@@ -52,8 +52,10 @@ from ._errors import CirclesError
 
 __all__ = [
     "CIRCLE_LOG_KINDS",
+    "FORWARD_WINDOW",
     "NEGOTIATION_KINDS",
     "AdmissionRefused",
+    "RecentlyStored",
     "RefusedIds",
     "check_admissible",
     "circle_of",
@@ -181,3 +183,35 @@ class RefusedIds:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+
+#: Seconds after storing an envelope during which a gossip copy of it is still
+#: forwarded: as long as gossipsub remembers a message id (120 s), so a copy
+#: that sync outran still travels on, while a replay of old envelopes stops at
+#: the first node that holds them.
+FORWARD_WINDOW = 120.0
+
+
+class RecentlyStored:
+    """When each recently stored envelope was stored (node clock), bounded by age and count."""
+
+    __slots__ = ("_at", "_limit", "window")
+
+    def __init__(self, *, window: float = FORWARD_WINDOW, limit: int = 65_536) -> None:
+        self._at: OrderedDict[bytes, float] = OrderedDict()
+        self._limit = limit
+        self.window = window
+
+    def add(self, message_id: bytes, now: float) -> None:
+        self._at[message_id] = now
+        self._at.move_to_end(message_id)
+        while len(self._at) > self._limit:
+            self._at.popitem(last=False)
+        # Oldest first (the clock only moves forward): drop what has aged out.
+        while self._at and now - next(iter(self._at.values())) > self.window:
+            self._at.popitem(last=False)
+
+    def fresh(self, message_id: bytes, now: float) -> bool:
+        """True if ``message_id`` was stored at most ``window`` seconds before ``now``."""
+        at = self._at.get(message_id)
+        return at is not None and now - at <= self.window

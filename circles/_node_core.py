@@ -23,7 +23,7 @@ import protocol
 from protocol import Envelope
 
 from ._errors import CirclesError
-from ._node_admission import RefusedIds
+from ._node_admission import RecentlyStored, RefusedIds
 from ._node_events import NodeEvent, Refused
 from ._store import Store, StoredEnvelope
 from ._syncer import Syncer
@@ -60,6 +60,7 @@ class _NodeCore:
     _subscribed: set[bytes]
     _validated: dict[bytes, Envelope[protocol.Message]]
     _refused_ids: RefusedIds
+    _recently_stored: RecentlyStored
     _listeners: list[trio.MemorySendChannel[NodeEvent]]
     _changed: trio.Event
     _own_lock: trio.Lock

@@ -146,8 +146,10 @@ class _Intake(_NodeCore):
         """The verdict on a gossip copy of an envelope the store holds.
 
         Accepted, so that gossipsub forwards it, if it came on its own circle's
-        topic: peers that hear the circle only through us may still lack it
-        (sync fetched it here before gossip came). The log's admission rules
+        topic and we stored it within ``FORWARD_WINDOW``: peers that hear the
+        circle only through us may still lack it (sync fetched it here before
+        gossip came). An older copy is ignored, as before: a replay of old
+        envelopes then stops at the first node that holds them. The log's admission rules
         are not run again (a misbehaviour proof's would check signatures): the
         store holds only what the log admitted, and forgets at start what a
         charter does not admit. Not queued for delivery either: delivery finds
@@ -157,7 +159,11 @@ class _Intake(_NodeCore):
         if envelope is None:  # pragma: no cover - the store holds decoded bytes
             return Verdict.IGNORE
         verdict = self._judge_placement(circle, envelope, sender)
-        return Verdict.ACCEPT if verdict is None else verdict
+        if verdict is not None:
+            return verdict
+        return (
+            Verdict.ACCEPT if self._recently_stored.fresh(held.id, self.now()) else Verdict.IGNORE
+        )
 
     def _judge_placement(
         self, circle: bytes, envelope: Envelope[protocol.Message], sender: str
@@ -194,15 +200,17 @@ class _Intake(_NodeCore):
         admitted = self._admit(data, sender)
         if isinstance(admitted, Verdict):
             return admitted
-        # A charter we hold is forwarded again, as on a circle's topic.
+        # A charter we stored lately is forwarded again, as on a circle's topic.
         envelope = admitted.envelope() if isinstance(admitted, _Held) else admitted
         if envelope is None:  # pragma: no cover - the store holds decoded bytes
             return Verdict.IGNORE
         if not isinstance(envelope.message, protocol.Charter):
             self._refuse(b"", "not-a-charter", sender)
             return Verdict.REJECT
-        if not isinstance(admitted, _Held):
-            self._keep_validated(envelope)
+        if isinstance(admitted, _Held):
+            fresh = self._recently_stored.fresh(admitted.id, self.now())
+            return Verdict.ACCEPT if fresh else Verdict.IGNORE
+        self._keep_validated(envelope)
         return Verdict.ACCEPT
 
     async def _deliver(self, subscription: Any, circle: bytes | None = None) -> None:
@@ -227,6 +235,7 @@ class _Intake(_NodeCore):
         assert self._store is not None
         if not self._store.put(envelope):
             return False
+        self._recently_stored.add(envelope.id, self.now())
         self._apply(envelope)
         return True
 

@@ -161,6 +161,7 @@ class _OwnMoves(_NodeCore):
         envelope = protocol.seal(message, self.identity)
         assert self._store is not None
         self._store.put_own(envelope)
+        self._recently_stored.add(envelope.id, self.now())
         self._apply(envelope)
         return envelope
 

@@ -23,6 +23,7 @@ import trio.testing
 import protocol
 import protocol._envelope
 from circles import MemoryNetwork, Node, Verdict
+from circles._node_admission import FORWARD_WINDOW
 from circles._node_events import CircleUpdated, NodeEvent
 from circles._topics import circle_topic
 from circles._transport import PeerId
@@ -215,6 +216,13 @@ async def test_the_validator_accepts_what_it_holds_without_checking_it_again(
         # Held, but on the wrong topic: refused as if it were new, still not decoded.
         assert alice._circle_validator(other)(pledge.data, sender) is Verdict.REJECT
         assert alice._validate_announce(pledge.data, sender) is Verdict.REJECT
+        assert checked == []
+        assert alice.refused == refused + 2
+        # Stored longer ago than gossip remembers ids: a copy now is a replay, and
+        # stops here (ignored, not forwarded, not refused: it is valid, only old).
+        await trio.sleep(FORWARD_WINDOW + 1)
+        assert validate(pledge.data, sender) is Verdict.IGNORE
+        assert alice._validate_announce(charter.data, sender) is Verdict.IGNORE
         assert checked == []
         assert alice.refused == refused + 2
 
