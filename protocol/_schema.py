@@ -392,6 +392,43 @@ def _slot_setter(cls: type[Any], name: str) -> Callable[[Any, Any], None] | None
     return None
 
 
+def _check_lines(
+    schema: tuple[tuple[str, FieldType], ...], label: str, names: list[str], env: dict[str, Any]
+) -> list[str]:
+    """Code checking each field's local variable ``names[i]`` as ``__post_init__`` does.
+
+    A value the fast test passes is certainly valid; otherwise the field type's
+    full check decides, raises, or returns the normalised value.
+    """
+    lines = []
+    for i, ((name, ftype), var) in enumerate(zip(schema, names, strict=True)):
+        env[f"check_{i}"] = ftype.check
+        path = f"{label}.{name}"
+        test = _fast_test(ftype, var, env, str(i))
+        if test is not None:
+            lines.append(f"    if {test}:")
+            lines.append(f"        check_{i}({var}, {path!r})")
+        else:
+            lines.append(f"    {var} = check_{i}({var}, {path!r})")
+    return lines
+
+
+def _fill_lines(
+    cls: type[Any],
+    setters: list[Callable[[Any, Any], None] | None],
+    names: list[str],
+    env: dict[str, Any],
+) -> list[str]:
+    """Code setting each slot of ``self`` once from ``names``, then the cross-field rules."""
+    lines = []
+    for i, (setter, var) in enumerate(zip(setters, names, strict=True)):
+        env[f"set_{i}"] = setter
+        lines.append(f"    set_{i}(self, {var})")
+    if cls._check is not Structure._check:
+        lines.append("    self._check()")
+    return lines
+
+
 def _generate_from_wire(
     cls: type[Any], schema: tuple[tuple[str, FieldType], ...], label: str
 ) -> None:
@@ -420,21 +457,9 @@ def _generate_from_wire(
         if name in converters:
             env[f"convert_{i}"], path = converters[name]
             lines.append(f"    f{i} = convert_{i}(f{i}, {path!r})")
-    for i, (name, ftype) in enumerate(schema):
-        env[f"check_{i}"] = ftype.check
-        path = f"{label}.{name}"
-        test = _fast_test(ftype, f"f{i}", env, str(i))
-        if test is not None:
-            lines.append(f"    if {test}:")
-            lines.append(f"        check_{i}(f{i}, {path!r})")
-        else:
-            lines.append(f"    f{i} = check_{i}(f{i}, {path!r})")
+    lines.extend(_check_lines(schema, label, names, env))
     lines.append("    self = _new(_cls)")
-    for i, setter in enumerate(setters):
-        env[f"set_{i}"] = setter
-        lines.append(f"    set_{i}(self, f{i})")
-    if cls._check is not Structure._check:
-        lines.append("    self._check()")
+    lines.extend(_fill_lines(cls, setters, names, env))
     lines.append("    return self")
     exec("\n".join(lines), env)
     cls._from_wire = staticmethod(env["_from_wire"])
@@ -502,27 +527,17 @@ def _generate_init(cls: type[Any], schema: tuple[tuple[str, FieldType], ...], la
     ):
         return
     env: dict[str, Any] = {}
-    params, body = [], []
-    for i, (name, ftype) in enumerate(schema):
+    names = [name for name, _ in schema]
+    params = []
+    for i, name in enumerate(names):
         default = declared[name].default
         if default is dataclasses.MISSING:
             params.append(name)
         else:
             env[f"default_{i}"] = default
             params.append(f"{name}=default_{i}")
-        env[f"check_{i}"] = ftype.check
-        env[f"set_{i}"] = setters[i]
-        path = f"{label}.{name}"
-        test = _fast_test(ftype, name, env, str(i))
-        if test is not None:
-            body.append(f"    if {test}:")
-            body.append(f"        check_{i}({name}, {path!r})")
-        else:
-            body.append(f"    {name} = check_{i}({name}, {path!r})")
-    body.extend(f"    set_{i}(self, {name})" for i, (name, _) in enumerate(schema))
-    if cls._check is not Structure._check:
-        body.append("    self._check()")
-    if not schema:
+    body = _check_lines(schema, label, names, env) + _fill_lines(cls, setters, names, env)
+    if not body:
         body.append("    pass")
     lines = [f"def __init__(self, *, {', '.join(params)}):" if params else "def __init__(self):"]
     exec("\n".join(lines + body), env)
