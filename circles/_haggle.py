@@ -33,7 +33,6 @@ in :mod:`circles._haggle_bidder`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +42,6 @@ import protocol
 from protocol import Mandate
 
 from ._errors import CirclesError
-from ._store import StoredEnvelope
 from ._topics import AUCTION_PROTOCOL
 
 __all__ = [
@@ -53,7 +51,6 @@ __all__ = [
     "HaggleError",
     "NegotiationOutcome",
     "Reply",
-    "circle_log",
     "decode_bid",
     "decode_bid_reply",
     "decode_reply",
@@ -65,7 +62,6 @@ __all__ = [
     "encode_request",
     "encode_taken",
     "mandate_of",
-    "stored_envelope",
 ]
 
 #: The first element of every negotiation frame.
@@ -229,18 +225,3 @@ def mandate_of(state: protocol.CircleState) -> Mandate:
     return Mandate.from_pledges(
         (envelope.message for envelope in state.live_pledges().values()), target=charter.target
     )
-
-
-def circle_log(node: Any, circle: bytes, *, kinds: Iterable[str] | None = None) -> list[bytes]:
-    """Envelope bytes of ``circle`` the node holds (optionally only ``kinds``), in arrival order.
-
-    Requests for quote are not circle state, so the node's circle view does not
-    keep them: they are read from its log (:meth:`Node.circle_log`).
-    """
-    return [entry.data for entry in node.circle_log(circle, kinds=kinds)]
-
-
-def stored_envelope(node: Any, message_id: bytes) -> bytes | None:
-    """The bytes of one envelope the node holds, by id, or None."""
-    entry: StoredEnvelope | None = node.log_entry(message_id)
-    return None if entry is None else entry.data

@@ -37,7 +37,6 @@ from ._haggle import (
     HaggleError,
     decode_bid_reply,
     encode_bid,
-    stored_envelope,
 )
 from ._node import EventStream, Node
 from ._node_events import CircleUpdated
@@ -108,8 +107,8 @@ class Bidder:
                 self._seen[refused.message] = None
                 while len(self._seen) > self._remember:
                     self._seen.popitem(last=False)
-                data = stored_envelope(self.node, refused.message)
-                bid = None if data is None else self.bid(data)
+                entry = self.node.log_entry(refused.message)
+                bid = None if entry is None else self.bid(entry.data)
                 if bid is not None:
                     nursery.start_soon(self._submit, *bid)
 

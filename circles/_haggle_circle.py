@@ -39,7 +39,6 @@ from ._haggle import (
     HaggleError,
     NegotiationOutcome,
     Reply,
-    circle_log,
     decode_reply,
     encode_request,
     mandate_of,
@@ -324,7 +323,7 @@ async def request_quotes(
 
 def quote_requests(node: Node, circle: bytes) -> list[bytes]:
     """The requests for quote of ``circle`` in the node's log (auctions and others), in order."""
-    return circle_log(node, circle, kinds=("rfq",))
+    return [entry.data for entry in node.circle_log(circle, kinds=("rfq",))]
 
 
 def auction_result(
@@ -352,7 +351,7 @@ def auction_result(
     state = node.circle(circle)
     before = []
     offers = list(held_bids(node, request.id))
-    for data in circle_log(node, circle):
+    for data in (entry.data for entry in node.circle_log(circle)):
         envelope = protocol.decode(data)
         message = envelope.message
         if isinstance(message, protocol.Offer) and message.in_reply_to == request.id:

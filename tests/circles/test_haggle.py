@@ -40,7 +40,6 @@ from circles._haggle import (
     decode_reply,
     decode_request,
     encode_request,
-    stored_envelope,
 )
 from circles._topics import NEGOTIATE_PROTOCOL
 from circles._transport import RequestFailed, Transport, peer_id_of
@@ -494,7 +493,7 @@ async def test_over_libp2p_a_circle_negotiates_and_closes_a_deal_and_an_auction_
             assert auction.result.winner is not None
             winner = auction.result.winner.offer
             # Only the winner's bid was published: Bob ranks it alone, the same winner.
-            await bob.wait_until(lambda: stored_envelope(bob, winner) is not None)
+            await bob.wait_until(lambda: bob.log_entry(winner) is not None)
             ranked = auction_result(bob, circle, auction.rfq)
             assert ranked.winner == auction.result.winner and len(ranked.ranking) == 1
             # Both desks bid; the Boulware desk's opening 6000 is above what the pledges clear.
