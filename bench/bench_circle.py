@@ -16,6 +16,22 @@ Figures (time of the candidate / time of its baseline, lower is better):
 - ``verify_certificate`` on 1,000 pledges already verified on arrival,
   against the same serial raw verify: target <= 0.05.
 
+Costs independent of what is held (issue 11), each against the same work
+on a state holding one of the thing:
+
+- apply a pledge (superseding a live one) with 1,000 offers held, one per
+  vendor key, against the same with 1 offer held: target <= 2;
+- apply an invite and the invitee's pledge (both make the state look at its
+  deals again) with 1,000 deals held, against the same with 1 deal: target <= 2;
+- re-pledge at seq 10,000 (a key that signed seqs 1..10,000) against
+  re-pledging at seq 10: target <= 2;
+- state bytes per live pledge / envelope bytes: ``tracemalloc`` over building
+  a state of N pledges from distinct keys, each decoded from its bytes inside
+  the traced span and handed to ``apply`` (the bench keeps no reference), so
+  the count is everything the state keeps alive for a pledge: its records,
+  indexes and whatever part of the envelope it holds; divided by N and by
+  the envelopes' mean length in bytes: target <= 4.
+
 Each figure is timed in several rounds, candidate and baseline back to back;
 the figure uses the fastest round of each, and the range of per-round ratios
 shows how noisy the machine was.
@@ -30,6 +46,7 @@ import json
 import os
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -41,12 +58,15 @@ from circles import verify_batch
 from protocol import (
     Charter,
     CircleState,
+    Deal,
     Envelope,
     Identity,
+    Invite,
     Message,
     Offer,
     Pledge,
     Tier,
+    decode,
     decode_unverified,
     seal,
     verify_certificate,
@@ -271,13 +291,247 @@ def measure_certificate(rounds: int) -> list[dict[str, Any]]:
     return out
 
 
+# ------------------------------------------------- costs independent of what is held
+
+HELD_MEMBERS = 50
+HELD_OPS = 200
+
+
+def vendor_offer(circle: Envelope[Charter], vendor: Identity, i: int) -> Envelope[Offer]:
+    """An offer whose tiers vary a little by ``i`` (vendors compete)."""
+    shift = 10 * (i % 37)
+    return seal(
+        Offer(
+            circle=circle.id,
+            product="bench",
+            currency="EUR",
+            list_price=5000,
+            tiers=(
+                Tier(min_quantity=20, unit_price=4000 + shift),
+                Tier(min_quantity=40, unit_price=3500 + shift),
+                Tier(min_quantity=80, unit_price=3000 + shift),
+            ),
+            capacity=200 + i % 50,
+            valid_until=T0 + 10**6,
+            terms="",
+            loyalty=(),
+            in_reply_to=None,
+            created=T0 + i % 97,
+        ),
+        vendor,
+    )
+
+
+def offers_setup(
+    offers: int, rounds: int, ops: int
+) -> tuple[CircleState, list[list[Envelope[Message]]]]:
+    circle = make_charter(target=30)
+    members = identities(HELD_MEMBERS, b"offers-member")
+    vendors = identities(offers, b"offers-vendor")
+    state = CircleState(circle, now=T0 + 10)
+    for i, vendor in enumerate(vendors):
+        state.apply(widened(vendor_offer(circle, vendor, i)), T0 + 10)
+    for i, who in enumerate(members):
+        state.apply(widened(make_pledge(circle, who, 1, i)), T0 + 10)
+    batches = [
+        [
+            widened(make_pledge(circle, members[k % HELD_MEMBERS], 2 + r * ops + k, k + r))
+            for k in range(ops)
+        ]
+        for r in range(rounds)
+    ]
+    return state, batches
+
+
+def measure_offers(held: int, rounds: int, ops: int = HELD_OPS) -> dict[str, Any]:
+    one, one_batches = offers_setup(1, rounds, ops)
+    many, many_batches = offers_setup(held, rounds, ops)
+    pairs = []
+    for r in range(rounds):
+        b = timed(lambda r=r: apply_all(one, one_batches[r]), ops)  # type: ignore[misc]
+        c = timed(lambda r=r: apply_all(many, many_batches[r]), ops)  # type: ignore[misc]
+        pairs.append((c, b))
+    return figure(
+        f"apply a pledge, {held:,} offers held", "apply a pledge, 1 offer held", pairs, 2.0
+    )
+
+
+def deals_setup(
+    deals: int, rounds: int, ops: int
+) -> tuple[CircleState, list[list[Envelope[Message]]]]:
+    """An invite-only circle closed by ``deals`` deals; per round, invites and pledges."""
+    founder = Identity.from_seed(b"\x07" * 32)
+    vendor = Identity.from_seed(b"\x08" * 32)
+    circle = seal(
+        Charter(
+            title="Bench circle",
+            unit="unit",
+            target=30,
+            currency="EUR",
+            ceiling=None,
+            deadline=T0 + 10**6,
+            place=None,
+            tags=(),
+            invite_only=True,
+            members_invite=False,
+            on_miss="expire",
+            created=T0,
+        ),
+        founder,
+    )
+    members = identities(HELD_MEMBERS, b"deals-member")
+    state = CircleState(circle, now=T0 + 10)
+    state.apply(widened(vendor_offer(circle, vendor, 0)), T0 + 10)
+    for i, who in enumerate(members):
+        state.apply(widened(invite_of(circle, founder, who)), T0 + 10)
+        state.apply(widened(make_pledge(circle, who, 1, i)), T0 + 10)
+    body = state.certificate()
+    certificates = [seal(body, who) for who in members]
+    for cert in certificates:
+        state.apply(widened(cert), T0 + 10)
+    for i in range(deals):
+        cert = certificates[i % len(certificates)].message
+        deal = Deal(
+            circle=circle.id,
+            certificate=certificates[i % len(certificates)].id,
+            unit_price=cert.unit_price,
+            currency=cert.currency,
+            total=cert.total,
+            created=T0 + 500 + i // len(certificates),
+        )
+        state.apply(widened(seal(deal, vendor)), T0 + 10)
+    fresh = identities(rounds * ops, b"deals-fresh")
+    batches = []
+    for r in range(rounds):
+        batch: list[Envelope[Message]] = []
+        for k in range(ops):
+            who = fresh[r * ops + k]
+            batch.append(widened(invite_of(circle, founder, who)))
+            batch.append(widened(make_pledge(circle, who, 1, k)))
+        batches.append(batch)
+    return state, batches
+
+
+def invite_of(circle: Envelope[Charter], by: Identity, who: Identity) -> Envelope[Invite]:
+    return seal(
+        Invite(circle=circle.id, invitee=who.public_key, sealed_key=None, created=T0 + 1), by
+    )
+
+
+def measure_deals(held: int, rounds: int, ops: int = HELD_OPS) -> dict[str, Any]:
+    one, one_batches = deals_setup(1, rounds, ops)
+    many, many_batches = deals_setup(held, rounds, ops)
+    pairs = []
+    for r in range(rounds):
+        b = timed(lambda r=r: apply_all(one, one_batches[r]), 2 * ops)  # type: ignore[misc]
+        c = timed(lambda r=r: apply_all(many, many_batches[r]), 2 * ops)  # type: ignore[misc]
+        pairs.append((c, b))
+    return figure(
+        f"apply an invite or a pledge, {held:,} deals held",
+        "apply an invite or a pledge, 1 deal held",
+        pairs,
+        2.0,
+    )
+
+
+def reseq_setup(
+    seqs: int, rounds: int, ops: int
+) -> tuple[CircleState, list[list[Envelope[Message]]]]:
+    """A circle where one key signed seqs 1..``seqs``; per round, its next pledges."""
+    circle = make_charter(target=30)
+    members = identities(HELD_MEMBERS, b"reseq-member")
+    state = CircleState(circle, now=T0 + 10)
+    state.apply(widened(make_offer(circle, 10, capacity=500)), T0 + 10)
+    for i, who in enumerate(members):
+        state.apply(widened(make_pledge(circle, who, 1, i)), T0 + 10)
+    busy = members[0]
+    for seq in range(2, seqs + 1):
+        state.apply(widened(make_pledge(circle, busy, seq, seq)), T0 + 10)
+    batches = [
+        [widened(make_pledge(circle, busy, seqs + 1 + r * ops + k, k)) for k in range(ops)]
+        for r in range(rounds)
+    ]
+    return state, batches
+
+
+def measure_reseq(seqs: int, rounds: int, ops: int = HELD_OPS) -> dict[str, Any]:
+    low, low_batches = reseq_setup(10, rounds, ops)
+    high, high_batches = reseq_setup(seqs, rounds, ops)
+    pairs = []
+    for r in range(rounds):
+        b = timed(lambda r=r: apply_all(low, low_batches[r]), ops)  # type: ignore[misc]
+        c = timed(lambda r=r: apply_all(high, high_batches[r]), ops)  # type: ignore[misc]
+        pairs.append((c, b))
+    return figure(f"re-pledge at seq {seqs:,}", "re-pledge at seq 10", pairs, 2.0)
+
+
+def state_bytes(n: int) -> tuple[float, float]:
+    """(bytes the state keeps per live pledge, mean envelope bytes) for ``n`` keys."""
+    circle = make_charter(target=n)
+    datas = [
+        bytes(make_pledge(circle, who, 1, i).data)
+        for i, who in enumerate(identities(n, b"bytes-member"))
+    ]
+    envelope_bytes = sum(map(len, datas)) / n
+    gc.collect()
+    tracemalloc.start()
+    try:
+        state = CircleState(circle, now=T0 + 10)
+        apply = state.apply
+        for data in datas:
+            apply(decode(data), T0 + 10)
+        gc.collect()
+        kept, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(state.live_pledges()) == n
+    return kept / n, envelope_bytes
+
+
+def measure_bytes(n: int) -> dict[str, Any]:
+    per_pledge, envelope = state_bytes(n)
+    ratio = per_pledge / envelope
+    return {
+        "name": f"state bytes per live pledge, {n:,} keys",
+        "baseline": "the pledge envelope's bytes",
+        "micros": round(per_pledge, 1),
+        "baseline_micros": round(envelope, 1),
+        "ratio": round(ratio, 4),
+        "ratio_low": round(ratio, 4),
+        "ratio_high": round(ratio, 4),
+        "target": 4.0,
+        "passed": ratio <= 4.0,
+        "unit": "bytes",
+    }
+
+
+def held_figures(held: int, seqs: int, pledges: int, rounds: int) -> list[dict[str, Any]]:
+    """The issue 11 figures: costs that must not grow with what a state holds."""
+    return [
+        measure_offers(held, rounds),
+        measure_deals(held, rounds),
+        measure_reseq(seqs, rounds),
+        measure_bytes(pledges),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", type=int, default=100_000, help="live pledges, large circle")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per figure")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--held", type=int, default=1000, help="offers and deals held")
+    parser.add_argument("--seqs", type=int, default=10_000, help="a key's seqs, re-pledge")
+    parser.add_argument("--pledges", type=int, default=10_000, help="pledges, state bytes")
+    parser.add_argument("--only-held", action="store_true", help="only the issue 11 figures")
     args = parser.parse_args(argv)
-    figures = [measure_apply(args.large, args.rounds), *measure_certificate(args.rounds)]
+    figures = held_figures(args.held, args.seqs, args.pledges, args.rounds)
+    if not args.only_held:
+        figures = [
+            measure_apply(args.large, args.rounds),
+            *measure_certificate(args.rounds),
+            *figures,
+        ]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     if args.json:
         print(json.dumps({"cores": cores, "figures": figures}))
@@ -285,13 +539,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"circle benchmark ({cores} cores; ratio = candidate time / baseline time)")
         for f in figures:
             verdict = "ok" if f["passed"] else "MISSED"
+            unit = f.get("unit", "us/op")
             if f["target"] is None:
                 verdict = "(context: what the hardware allows)"
             print(
                 f"  {f['name']:<58} {f['ratio']:7.3f}  (target <= {f['target']}, "
                 f"rounds {f['ratio_low']:.3f}..{f['ratio_high']:.3f}) {verdict}\n"
-                f"      {f['micros']:10.2f} us/op vs {f['baseline']}: "
-                f"{f['baseline_micros']:.2f} us/op"
+                f"      {f['micros']:10.2f} {unit} vs {f['baseline']}: "
+                f"{f['baseline_micros']:.2f} {unit}"
             )
     return 0 if all(f.get("passed", True) for f in figures) else 1
 
