@@ -16,8 +16,12 @@ Status changes are checked against ``_transitions.CIRCLE_TRANSITIONS``.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
+from itertools import pairwise
 from typing import Any
 
+from . import _caps as caps
+from ._caps import KeyLottery
 from ._certificate import (
     InvalidProof,
     effective_deadline,
@@ -74,7 +78,21 @@ class CircleState(CircleView):
         self._rules: Charter = charter.message
         self._now = charter.message.created if now is None else now
         self._seen: set[bytes] = set()
-        self._pledges: dict[bytes, dict[int, list[Envelope[Pledge]]]] = {}
+        # Each key's pledges sorted by (seq, id): at most PLEDGE_SEQS_PER_KEY seqs,
+        # PLEDGES_PER_SEQ at each (see protocol/_caps.py).
+        self._pledges: dict[bytes, list[Envelope[Pledge]]] = {}
+        self._pledgers = KeyLottery(charter.id, caps.PLEDGING_KEYS_PER_CIRCLE)
+        self._vendors = KeyLottery(charter.id, caps.VENDORS_PER_CIRCLE)
+        self._cert_signers = KeyLottery(charter.id, caps.CERTIFICATE_SIGNERS_PER_CIRCLE)
+        self._deal_signers = KeyLottery(charter.id, caps.DEAL_SIGNERS_PER_CIRCLE)
+        self._inviters = KeyLottery(charter.id, caps.INVITERS_PER_CIRCLE)
+        # Ids of held messages a cap dropped, and of new ones it refused, since
+        # the last take_dropped(): the node forgets them.
+        self._dropped: list[bytes] = []
+        # The vendor's one counted offer; (cheapest tier price, offer id) of each, sorted.
+        self._offer_of: dict[bytes, Envelope[Offer]] = {}
+        self._floors: list[tuple[int, bytes]] = []
+        self._proof_envs: dict[bytes, bytes] = {}
         self._by_id: dict[bytes, Envelope[Pledge]] = {}
         self._invites: dict[bytes, list[Envelope[Invite]]] = {}
         self._admitted: dict[bytes, bytes] | None = (
@@ -84,8 +102,13 @@ class CircleState(CircleView):
         self._offers: dict[bytes, Envelope[Offer]] = {}
         self._certificates: dict[bytes, Envelope[Certificate]] = {}
         self._deals: dict[bytes, Envelope[Deal]] = {}
-        self._named: set[bytes] = set()
-        # Whether a deal's validity may have changed since the deals were last checked.
+        # Certificates naming each pledge and each offer, deals over each certificate:
+        # a change to one of them rechecks only the deals it can affect.
+        self._certs_naming: dict[bytes, set[bytes]] = {}
+        self._deals_over: dict[bytes, set[bytes]] = {}
+        # Each deal's cached problem (None: it closes); deals to check again.
+        self._deal_problems: dict[bytes, str | None] = {}
+        self._to_check: set[bytes] = set()
         self._deals_dirty = False
         self._proofs: dict[bytes, Misbehaviour] = {}
         self._live: dict[bytes, Envelope[Pledge]] = {}
@@ -117,11 +140,29 @@ class CircleState(CircleView):
             )
         # Time passes first, so each change is checked against the one input causing it.
         events = self.advance(now) if now > self._now else []
-        if envelope.id in self._seen or envelope.id == self._charter.id:
+        if (
+            envelope.id in self._seen
+            or envelope.id in self._by_id
+            or envelope.id == self._charter.id
+        ):
             return self._settle(events, Input.IGNORED)
-        self._seen.add(envelope.id)
+        if type(envelope.message) is not Pledge:
+            # A pledge's id is in _by_id while it is held: not kept twice.
+            self._seen.add(envelope.id)
+        dropped = len(self._dropped)
         kind = self._dispatch(envelope, events)
+        if any(d != envelope.id for d in self._dropped[dropped:]):
+            kind = Input.CAPPED
         return self._settle(events, kind)
+
+    def take_dropped(self) -> list[bytes]:
+        """Ids of messages a cap dropped or refused since the last call (docs/protocol.md, Caps).
+
+        Each is dropped for good: every larger set of messages drops it too, so
+        a node forgets it (its store discards it, sync never fetches it again).
+        """
+        dropped, self._dropped = self._dropped, []
+        return dropped
 
     def advance(self, now: int) -> list[CircleEvent]:
         """Let time pass to ``now`` (deadlines, lapsed offers); see :meth:`next_deadline`."""
@@ -165,19 +206,11 @@ class CircleState(CircleView):
             if message.currency != self._rules.currency:
                 events.append(self._refuse(env, "wrong-currency", self._currency_detail()))
                 return Input.IGNORED
-            self._offers[env.id] = env  # type: ignore[assignment]
-            self._deals_dirty = True
-            events.append(OfferReceived(offer=env.id, vendor=env.signer))
-            return Input.OFFER
+            return self._apply_offer(env, events)  # type: ignore[arg-type]
         if isinstance(message, Certificate):
-            self._certificates[env.id] = env  # type: ignore[assignment]
-            self._named.update(a.pledge for a in message.allocations)
-            self._deals_dirty = True
-            return Input.CERTIFICATE
+            return self._apply_certificate(env, events)  # type: ignore[arg-type]
         if isinstance(message, Deal):
-            self._deals[env.id] = env  # type: ignore[assignment]
-            self._deals_dirty = True
-            return Input.DEAL
+            return self._apply_deal(env, events)  # type: ignore[arg-type]
         if isinstance(message, Extension):
             return self._apply_extension(env, events)  # type: ignore[arg-type]
         events.append(self._refuse(env, "not-circle-state", "this kind is not circle state"))
@@ -197,14 +230,12 @@ class CircleState(CircleView):
             )
             return Input.IGNORED
         member = env.signer
-        self._by_id[env.id] = env
-        if env.id in self._named:
-            self._deals_dirty = True
-        at_seq = self._pledges.setdefault(member, {}).setdefault(p.seq, [])
-        at_seq.append(env)
-        at_seq.sort(key=lambda e: e.id)
+        if not self._take_pledge(env, events):
+            return Input.IGNORED
+        self._check_named(env.id)
+        at_seq = [e for e in self._pledges[member] if e.message.seq == p.seq]
         if len(at_seq) > 1:
-            self._deals_dirty = True
+            self._check_member(member)
             self._record_proof(member, events)
             self._refresh(member, events)
             return Input.EQUIVOCATION
@@ -226,9 +257,14 @@ class CircleState(CircleView):
     def _apply_invite(
         self, env: Envelope[Invite], invite: Invite, events: list[CircleEvent]
     ) -> Input:
-        self._invites.setdefault(env.signer, []).append(env)
         admitted = self._admitted
         if admitted is None:
+            events.append(
+                self._refuse(env, "not-invite-only", "the circle is open: invites mean nothing")
+            )
+            self._dropped.append(env.id)
+            return Input.IGNORED
+        if not self._take_invite(env, events):
             return Input.IGNORED
         if env.signer not in admitted or not self._may_invite(env.signer):
             events.append(
@@ -242,7 +278,7 @@ class CircleState(CircleView):
             if invitee in admitted:
                 continue
             admitted[invitee] = inv.id
-            self._deals_dirty = True
+            self._check_rule_failures()
             events.append(MemberAdmitted(member=invitee, invite=inv.id))
             self._refresh(invitee, events)
             if self._may_invite(invitee):
@@ -261,6 +297,15 @@ class CircleState(CircleView):
             )
             return Input.IGNORED
         self._extensions[env.id] = env
+        if len(self._extensions) > caps.EXTENSIONS_PER_CIRCLE:
+            # Two prove the founder equivocated; keep the two smallest ids.
+            last = max(self._extensions)
+            del self._extensions[last]
+            self._dropped.append(last)
+            if last == env.id:
+                events.append(self._refuse(env, "cap", "two extensions already cancel it"))
+                return Input.IGNORED
+        self._to_check.update(self._deals)
         self._deals_dirty = True
         founder = self._charter.signer
         if len(self._extensions) > 1:
@@ -279,15 +324,23 @@ class CircleState(CircleView):
     def _record_proof(self, member: bytes, events: list[CircleEvent]) -> None:
         # The proof is recomputed from everything held (the pair with the smallest
         # ids), so which proof a state keeps does not depend on arrival order.
+        envs = self._pledges.get(member, [])
         pairs: list[tuple[Envelope[Any], Envelope[Any]]] = [
-            (envs[0], envs[1]) for envs in self._pledges.get(member, {}).values() if len(envs) > 1
+            (a, b) for a, b in pairwise(envs) if a.message.seq == b.message.seq
         ]
         if member == self._charter.signer and len(self._extensions) > 1:
             first, second = sorted(self._extensions.values(), key=lambda e: e.id)[:2]
             pairs.append((first, second))
+        if not pairs:
+            # A cap dropped the pair: equivocation is judged on what a circle keeps.
+            if self._proofs.pop(member, None) is not None:
+                self._check_member(member)
+                self._refresh(member, events)
+            return
         proof = make_proof(*min(pairs, key=lambda pair: (pair[0].id, pair[1].id)))
         if member not in self._proofs:
             events.append(EquivocationDetected(member=member, proof=proof))
+            self._check_member(member)
         self._proofs[member] = proof
 
     def _apply_proof(
@@ -301,6 +354,16 @@ class CircleState(CircleView):
         if getattr(first.message, "circle", None) != self._charter.id:
             events.append(self._refuse(env, "unknown-circle", "the proof is about another circle"))
             return Input.IGNORED
+        # One proof per offender: the smallest envelope id (proofs that differ in
+        # `created` prove the same thing).
+        held = self._proof_envs.get(first.signer)
+        if held is not None and held < env.id:
+            events.append(self._refuse(env, "cap", "this offender's proof is held already"))
+            self._dropped.append(env.id)
+            return Input.IGNORED
+        if held is not None:
+            self._dropped.append(held)
+        self._proof_envs[first.signer] = env.id
         kinds = [self._inner(inner, events) for inner in (first, second)]
         return Input.EQUIVOCATION if Input.EQUIVOCATION in kinds else Input.IGNORED
 
@@ -310,23 +373,237 @@ class CircleState(CircleView):
         self._seen.add(env.id)
         return self._dispatch(env, events)
 
+    # ------------------------------------------------------------------ caps
+
+    def _cap_refuse(
+        self, env: Envelope[Any], events: list[CircleEvent], reason: str, detail: str
+    ) -> None:
+        events.append(self._refuse(env, reason, detail))
+        self._dropped.append(env.id)
+
+    def _take_pledge(self, env: Envelope[Pledge], events: list[CircleEvent]) -> bool:
+        """Hold a pledge under the caps; False (refused, typed) when a cap drops it."""
+        member = env.signer
+        kept, lost = self._pledgers.admit(member)
+        if not kept:
+            self._cap_refuse(env, events, "circle-full", "the circle keeps no more pledging keys")
+            return False
+        if lost is not None:
+            self._drop_member(lost, events)
+        envs = self._pledges.setdefault(member, [])
+        seq = env.message.seq
+        seqs = {e.message.seq for e in envs}
+        if seq not in seqs and len(seqs) >= caps.PLEDGE_SEQS_PER_KEY and seq < min(seqs):
+            self._cap_refuse(env, events, "seq-cap", "this key holds newer pledges")
+            return False
+        at_seq = [e for e in envs if e.message.seq == seq]
+        if len(at_seq) >= caps.PLEDGES_PER_SEQ and env.id > at_seq[-1].id:
+            # The key equivocated already at this seq; a third pledge proves nothing more.
+            self._cap_refuse(env, events, "equivocator", "this key equivocated at this seq")
+            return False
+        insort(envs, env, key=lambda e: (e.message.seq, e.id))
+        self._by_id[env.id] = env
+        gone: list[Envelope[Pledge]] = []
+        if len(at_seq) >= caps.PLEDGES_PER_SEQ:
+            gone.append(at_seq[-1])
+        if seq not in seqs and len(seqs) >= caps.PLEDGE_SEQS_PER_KEY:
+            low = min(seqs)
+            gone += [e for e in envs if e.message.seq == low]
+        for old in gone:
+            envs.remove(old)
+            del self._by_id[old.id]
+            self._dropped.append(old.id)
+            self._check_named(old.id)
+        if gone:
+            self._record_proof(member, events)
+        return True
+
+    def _drop_member(self, member: bytes, events: list[CircleEvent]) -> None:
+        """Forget every pledge of a key that lost its place in the circle's key cap."""
+        for old in self._pledges.pop(member, []):
+            del self._by_id[old.id]
+            self._dropped.append(old.id)
+            self._check_named(old.id)
+        self._record_proof(member, events)
+        self._refresh(member, events)
+
+    def _take_invite(self, env: Envelope[Invite], events: list[CircleEvent]) -> bool:
+        inviter = env.signer
+        kept, lost = self._inviters.admit(inviter)
+        if not kept:
+            self._cap_refuse(env, events, "circle-full", "the circle keeps no more inviters")
+            return False
+        if lost is not None:
+            # Admissions only grow in a set's state, so a lost inviter's invites
+            # stay out of the digest only if they never admitted anyone: keep
+            # the rule simple and documented, drop them from what is kept.
+            for old in self._invites.pop(lost, []):
+                self._dropped.append(old.id)
+        invites = self._invites.setdefault(inviter, [])
+        invitee = env.message.invitee
+        same = next((i for i in invites if i.message.invitee == invitee), None)
+        if same is not None:
+            if same.id < env.id:
+                self._cap_refuse(env, events, "cap", "this invite was sent already")
+                return False
+            invites.remove(same)
+            self._dropped.append(same.id)
+        if len(invites) >= caps.INVITES_PER_KEY and env.id > invites[-1].id:
+            self._cap_refuse(env, events, "cap", "this inviter holds its quota of invites")
+            return False
+        insort(invites, env, key=lambda e: e.id)
+        if len(invites) > caps.INVITES_PER_KEY:
+            self._dropped.append(invites.pop().id)
+        return True
+
+    def _apply_offer(self, env: Envelope[Offer], events: list[CircleEvent]) -> Input:
+        vendor = env.signer
+        kept, lost = self._vendors.admit(vendor)
+        if not kept:
+            self._cap_refuse(env, events, "circle-full", "the circle keeps no more vendors")
+            return Input.IGNORED
+        if lost is not None:
+            self._drop_offer(self._offer_of.pop(lost))
+        old = self._offer_of.get(vendor)
+        if old is not None:
+            if (old.message.created, old.id) > (env.message.created, env.id):
+                self._cap_refuse(env, events, "superseded", "this vendor has a newer offer")
+                return Input.IGNORED
+            self._drop_offer(old)
+        self._offer_of[vendor] = env
+        self._offers[env.id] = env
+        insort(self._floors, (min(t.unit_price for t in env.message.tiers), env.id))
+        self._check_offer(env.id)
+        events.append(OfferReceived(offer=env.id, vendor=vendor))
+        return Input.OFFER
+
+    def _drop_offer(self, old: Envelope[Offer]) -> None:
+        del self._offers[old.id]
+        floor = (min(t.unit_price for t in old.message.tiers), old.id)
+        del self._floors[bisect_left(self._floors, floor)]
+        self._dropped.append(old.id)
+        self._check_offer(old.id)
+
+    def _apply_certificate(self, env: Envelope[Certificate], events: list[CircleEvent]) -> Input:
+        signer = env.signer
+        kept, lost = self._cert_signers.admit(signer)
+        if not kept:
+            self._cap_refuse(env, events, "circle-full", "the circle keeps no more signers")
+            return Input.IGNORED
+        rank = (env.message.created, env.id)
+        mine = [c for c in self._certificates.values() if c.signer == signer]
+        if lost is not None:
+            for old in [c for c in self._certificates.values() if c.signer == lost]:
+                self._drop_certificate(old)
+        if len(mine) >= caps.CERTIFICATES_PER_KEY:
+            oldest = min(mine, key=lambda c: (c.message.created, c.id))
+            if (oldest.message.created, oldest.id) > rank:
+                self._cap_refuse(env, events, "cap", "this signer holds newer certificates")
+                return Input.IGNORED
+            self._drop_certificate(oldest)
+        self._certificates[env.id] = env
+        cert = env.message
+        for named in (cert.offer, *(a.pledge for a in cert.allocations)):
+            self._certs_naming.setdefault(named, set()).add(env.id)
+        self._check_certificate(env.id)
+        return Input.CERTIFICATE
+
+    def _drop_certificate(self, old: Envelope[Certificate]) -> None:
+        del self._certificates[old.id]
+        cert = old.message
+        for named in (cert.offer, *(a.pledge for a in cert.allocations)):
+            holders = self._certs_naming.get(named)
+            if holders is not None:
+                holders.discard(old.id)
+                if not holders:
+                    del self._certs_naming[named]
+        self._dropped.append(old.id)
+        self._check_certificate(old.id)
+
+    def _apply_deal(self, env: Envelope[Deal], events: list[CircleEvent]) -> Input:
+        signer = env.signer
+        kept, lost = self._deal_signers.admit(signer)
+        if not kept:
+            self._cap_refuse(env, events, "circle-full", "the circle keeps no more deal signers")
+            return Input.IGNORED
+        if lost is not None:
+            for old in [d for d in self._deals.values() if d.signer == lost]:
+                self._drop_deal(old)
+        mine = [d for d in self._deals.values() if d.signer == signer]
+
+        def order(d: Envelope[Deal]) -> tuple[int, int, bytes]:
+            return (d.message.unit_price, d.message.created, d.id)
+
+        if len(mine) >= caps.DEALS_PER_KEY:
+            worst = max(mine, key=order)
+            if order(worst) < order(env):
+                self._cap_refuse(env, events, "cap", "this vendor holds cheaper deals")
+                return Input.IGNORED
+            self._drop_deal(worst)
+        self._deals[env.id] = env
+        self._deals_over.setdefault(env.message.certificate, set()).add(env.id)
+        self._to_check.add(env.id)
+        self._deals_dirty = True
+        return Input.DEAL
+
+    def _drop_deal(self, old: Envelope[Deal]) -> None:
+        del self._deals[old.id]
+        self._deal_problems.pop(old.id, None)
+        self._to_check.discard(old.id)
+        over = self._deals_over[old.message.certificate]
+        over.discard(old.id)
+        if not over:
+            del self._deals_over[old.message.certificate]
+        self._dropped.append(old.id)
+        self._deals_dirty = True
+
+    # Which deals to check again when something they depend on changes.
+
+    def _check_certificate(self, cert_id: bytes) -> None:
+        deals = self._deals_over.get(cert_id)
+        if deals:
+            self._to_check.update(deals)
+            self._deals_dirty = True
+
+    def _check_named(self, named: bytes) -> None:
+        for cert_id in self._certs_naming.get(named, ()):
+            self._check_certificate(cert_id)
+
+    def _check_offer(self, offer_id: bytes) -> None:
+        self._check_named(offer_id)
+
+    def _check_member(self, member: bytes) -> None:
+        """A member's standing changed (equivocation): deals naming its pledges."""
+        for env in self._pledges.get(member, ()):
+            self._check_named(env.id)
+
+    def _check_rule_failures(self) -> None:
+        """Admissions changed: deals that failed a certificate rule may pass now."""
+        for deal_id, problem in self._deal_problems.items():
+            if problem is not None and not problem.startswith("missing-"):
+                self._to_check.add(deal_id)
+                self._deals_dirty = True
+
     # ---------------------------------------------------------- membership
 
     def _latest(self, member: bytes) -> Envelope[Pledge] | None:
-        """The member's highest-sequence pledge made by the deadline (withdrawals too)."""
-        seqs = self._pledges.get(member)
-        if not seqs:
+        """The member's highest-sequence pledge made by the deadline (withdrawals too).
+
+        At each seq the pledge with the smallest id stands for it; a key holds
+        at most PLEDGE_SEQS_PER_KEY seqs, so this walk is bounded.
+        """
+        envs = self._pledges.get(member)
+        if not envs:
             return None
-        # Usually the highest sequence number was made in time: no scan needed.
-        top = seqs[max(seqs)][0]
-        if top.message.created <= self._deadline:
-            return top
-        best: Envelope[Pledge] | None = None
-        for seq, envs in seqs.items():
-            env = envs[0]
-            if env.message.created <= self._deadline and (best is None or seq > best.message.seq):
-                best = env
-        return best
+        i = len(envs) - 1
+        while i >= 0:
+            seq = envs[i].message.seq
+            while i > 0 and envs[i - 1].message.seq == seq:
+                i -= 1
+            if envs[i].message.created <= self._deadline:
+                return envs[i]
+            i -= 1
+        return None
 
     def _counted(self, member: bytes) -> Envelope[Pledge] | None:
         if member in self._proofs:
@@ -404,6 +681,11 @@ class CircleState(CircleView):
     def _settle(self, events: list[CircleEvent], kind: Input) -> list[CircleEvent]:
         if self._deals_dirty:
             self._deals_dirty = False
+            for deal_id in self._to_check:
+                held = self._deals.get(deal_id)
+                if held is not None:
+                    self._deal_problems[deal_id] = self._deal_problem(held)
+            self._to_check.clear()
             deal = self._closing_deal()
             if deal is not None and deal is not self._deal:
                 self._deal = deal

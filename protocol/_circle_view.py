@@ -51,7 +51,9 @@ class CircleView:
     _charter: Envelope[Charter]
     _rules: Charter
     _now: int
-    _pledges: dict[bytes, dict[int, list[Envelope[Pledge]]]]
+    _pledges: dict[bytes, list[Envelope[Pledge]]]
+    _floors: list[tuple[int, bytes]]
+    _deal_problems: dict[bytes, str | None]
     _by_id: dict[bytes, Envelope[Pledge]]
     _invites: dict[bytes, list[Envelope[Invite]]]
     _admitted: dict[bytes, bytes] | None
@@ -70,8 +72,16 @@ class CircleView:
     # ------------------------------------------------------ derived status
 
     def _best(self, relaxed: bool) -> Clearing | None:
+        """The cheapest clearing over the counted offers (lowest price, most units, id).
+
+        Offers are tried by their cheapest tier, cheapest first: once that price
+        is above the best clearing found, no later offer can beat it, so a state
+        holding many offers usually clears only the first few.
+        """
         best: Clearing | None = None
-        for offer_id in sorted(self._offers):
+        for floor, offer_id in self._floors:
+            if best is not None and floor > best.unit_price:
+                break
             terms = self._offers[offer_id].message
             if terms.valid_until < self._now:
                 continue
@@ -83,7 +93,9 @@ class CircleView:
                 relaxed=relaxed,
             )
             if found is not None and (
-                best is None or (found.unit_price, -found.total) < (best.unit_price, -best.total)
+                best is None
+                or (found.unit_price, -found.total, found.offer)
+                < (best.unit_price, -best.total, best.offer)
             ):
                 best = found
         return best
@@ -125,7 +137,9 @@ class CircleView:
         return "smaller-tier-window"
 
     def _closing_deal(self) -> Envelope[Deal] | None:
-        valid = [d for d in self._deals.values() if self._deal_problem(d) is None]
+        # Each deal's problem is cached and checked again only when something it
+        # names changes (see CircleState._to_check).
+        valid = [self._deals[d] for d, problem in self._deal_problems.items() if problem is None]
         if not valid:
             return None
         return min(valid, key=lambda d: (d.message.unit_price, d.message.created, d.id))

@@ -1,16 +1,20 @@
 """The demand curve and the clearing rule, kept incrementally.
 
-Theory of operation: every counted pledge sits at one position of a fixed,
-very large index space whose order *is* the fill priority: higher max price
-first, then earlier ``created``, then smaller pledge id. The position is the
-integer ``(MAX_MONEY - max_price) << 41 | created`` (plus one, Fenwick trees
-count from 1); pledges that share a position (same price, same second) form a
-small group kept sorted by id. One sparse Fenwick tree (a dict) over that
-space holds the quantities and the tolerances, packed in one integer per
-node, so adding or removing a pledge,
-the demand at a price, and "the longest priority prefix that fits a
-capacity" each cost a number of steps bounded by the key width (91 bits),
-whatever the number of pledges: a new pledge never rebuilds anything.
+Theory of operation: the counted pledges are kept in fill-priority order:
+higher max price first, then earlier ``created``, then smaller pledge id.
+Each pledge's place is ``(position, pledge id)`` with the integer position
+``(MAX_MONEY - max_price) << 41 | created`` (plus one). The order is cut into
+blocks of at most ``2 * _BLOCK`` pledges; each block keeps its pledges'
+quantities and tolerances (packed in one integer each, quantity in the high
+bits) and, computed lazily, their running sums; a Fenwick tree over the
+blocks holds each block's sum. Adding or removing a pledge costs one
+bisection and one list insertion in its block plus a Fenwick update (a
+split rebuilds the small tree over the blocks); the demand at a price and
+"the longest priority prefix that fits a capacity" cost a bisection over the
+blocks, a Fenwick walk over them and a bisection in one block: logarithmic
+in the number of pledges, and about 200 bytes per pledge (issue 11 replaced
+a sparse Fenwick tree over the 91-bit position space, which made up to 91
+dict nodes per pledge).
 
 The clearing rule for one tier (documented in docs/circles.md):
 
@@ -28,23 +32,22 @@ The clearing rule for one tier (documented in docs/circles.md):
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 
 from ._messages import MAX_MONEY, MAX_TIME, Tier
 
 __all__ = ["Clearing", "DemandBook", "Entry", "clear_tier", "priority_key"]
 
 _TIME_BITS = MAX_TIME.bit_length()  # 41: MAX_TIME is 2**40
-_KEY_BITS = (MAX_MONEY.bit_length()) + _TIME_BITS
-_SIZE = 1 << _KEY_BITS
 # Tolerances sum to at most MAX_QUANTITY per pledge: 64 bits hold any book's total.
 _HALF = 64
 _MASK = (1 << _HALF) - 1
 
 
 def priority_key(max_price: int, created: int) -> int:
-    """The Fenwick position of a pledge: smaller means filled first."""
+    """The position of a pledge in the fill order: smaller means filled first."""
     return (((MAX_MONEY - max_price) << _TIME_BITS) | created) + 1
 
 
@@ -85,17 +88,23 @@ class Clearing:
     """True when the circle's target is not met and the circle settles for the tier."""
 
 
-class DemandBook:
-    """Counted pledges in fill-priority order, with O(key width) updates and queries."""
+_BLOCK = 128
 
-    __slots__ = ("_count", "_groups", "_total", "_tree")
+
+class DemandBook:
+    """Counted pledges in fill-priority order, with logarithmic updates and queries."""
+
+    __slots__ = ("_blocks", "_count", "_firsts", "_sums", "_total", "_tree")
 
     def __init__(self) -> None:
-        # Each node holds quantity << _HALF | tolerance: one dict operation updates
-        # both sums (neither field of a sum of non-negative entries ever goes negative).
-        self._tree: dict[int, int] = {}
-        # position -> [(pledge id, quantity, tolerance)], sorted by id
-        self._groups: dict[int, list[tuple[bytes, int, int]]] = {}
+        # Each block: [keys, packed, running] where keys are (position, pledge id)
+        # sorted, packed[i] = quantity << _HALF | tolerance, and running is the
+        # running sum of packed (None until asked for). Neither field of a sum of
+        # non-negative entries ever borrows from the other.
+        self._blocks: list[_Block] = []
+        self._firsts: list[tuple[int, bytes]] = []
+        self._sums: list[int] = []
+        self._tree: list[int] = [0]
         self._count = 0
         self._total = 0
 
@@ -107,42 +116,99 @@ class DemandBook:
         """Units pledged by every counted pledge, whatever its price."""
         return self._total
 
-    def _update(self, pos: int, quantity: int, tolerance: int) -> None:
+    def _rebuild(self) -> None:
+        """Recompute the block firsts and the Fenwick tree over the block sums."""
+        self._firsts = [block.keys[0] for block in self._blocks]
+        n = len(self._sums)
+        tree = [0] * (n + 1)
+        for i, value in enumerate(self._sums, 1):
+            tree[i] += value
+            parent = i + (i & -i)
+            if parent <= n:
+                tree[parent] += tree[i]
+        self._tree = tree
+
+    def _bump(self, index: int, delta: int) -> None:
+        self._sums[index] += delta
         tree = self._tree
-        delta = (quantity << _HALF) + tolerance
-        while pos <= _SIZE:
-            tree[pos] = tree.get(pos, 0) + delta
-            pos += pos & -pos
+        n = len(tree) - 1
+        i = index + 1
+        while i <= n:
+            tree[i] += delta
+            i += i & -i
+
+    def _blocks_before(self, index: int) -> int:
+        """The packed sum of blocks ``0 .. index - 1``."""
+        tree = self._tree
+        both = 0
+        i = index
+        while i > 0:
+            both += tree[i]
+            i &= i - 1
+        return both
 
     def add(self, entry: Entry) -> None:
         """Count a pledge (quantity above 0)."""
-        pos = priority_key(entry.max_price, entry.created)
-        insort(self._groups.setdefault(pos, []), (entry.pledge, entry.quantity, entry.tolerance))
-        self._update(pos, entry.quantity, entry.tolerance)
+        key = (priority_key(entry.max_price, entry.created), entry.pledge)
+        packed = (entry.quantity << _HALF) + entry.tolerance
+        blocks = self._blocks
+        if not blocks:
+            blocks.append(_Block([key], [packed]))
+            self._sums.append(packed)
+            self._rebuild()
+        else:
+            index = max(0, bisect_right(self._firsts, key) - 1)
+            block = blocks[index]
+            i = bisect_left(block.keys, key)
+            block.keys.insert(i, key)
+            block.packed.insert(i, packed)
+            block.running = None
+            if i == 0:
+                self._firsts[index] = key
+            self._bump(index, packed)
+            if len(block.keys) > 2 * _BLOCK:
+                upper = _Block(block.keys[_BLOCK:], block.packed[_BLOCK:])
+                del block.keys[_BLOCK:], block.packed[_BLOCK:]
+                blocks.insert(index + 1, upper)
+                self._sums[index : index + 1] = [sum(block.packed), sum(upper.packed)]
+                self._rebuild()
         self._count += 1
         self._total += entry.quantity
 
     def remove(self, entry: Entry) -> None:
         """Stop counting a pledge added earlier with the same fields."""
-        pos = priority_key(entry.max_price, entry.created)
-        group = self._groups[pos]
-        item = (entry.pledge, entry.quantity, entry.tolerance)
-        i = bisect_left(group, item)
-        if i == len(group) or group[i] != item:
+        key = (priority_key(entry.max_price, entry.created), entry.pledge)
+        packed = (entry.quantity << _HALF) + entry.tolerance
+        index = bisect_right(self._firsts, key) - 1
+        block = self._blocks[index] if index >= 0 else None
+        i = -1 if block is None else bisect_left(block.keys, key)
+        if block is None or i == len(block.keys) or block.keys[i] != key:
             raise KeyError(entry.pledge.hex())
-        del group[i]
-        if not group:
-            del self._groups[pos]
-        self._update(pos, -entry.quantity, -entry.tolerance)
+        if block.packed[i] != packed:
+            raise KeyError(entry.pledge.hex())
+        del block.keys[i], block.packed[i]
+        block.running = None
+        if not block.keys:
+            del self._blocks[index], self._sums[index]
+            self._rebuild()
+        else:
+            if i == 0:
+                self._firsts[index] = block.keys[0]
+            self._bump(index, -packed)
         self._count -= 1
         self._total -= entry.quantity
 
-    def _prefix(self, pos: int) -> tuple[int, int]:
-        tree = self._tree
-        both = 0
-        while pos > 0:
-            both += tree.get(pos, 0)
-            pos &= pos - 1
+    def _prefix(self, bound: int) -> tuple[int, int]:
+        """Quantity and tolerance of the pledges at positions up to ``bound``."""
+        limit = (bound + 1,)
+        index = bisect_left(self._firsts, limit) - 1
+        if index < 0:
+            return 0, 0
+        block = self._blocks[index]
+        both = self._blocks_before(index)
+        j = bisect_left(block.keys, limit)
+        if j:
+            both += block.sums()[j - 1]
         return both >> _HALF, both & _MASK
 
     def demand(self, price: int) -> int:
@@ -159,29 +225,27 @@ class DemandBook:
         quantity, tolerance = self._prefix(_price_bound(price))
         if quantity <= capacity:
             return quantity, tolerance
-        # Descend the quantity tree to the last position whose prefix fits.
+        # More than the capacity is pledged at this price, so the cut falls before
+        # the price bound: walk the Fenwick tree over the blocks to the last block
+        # whose predecessors fit, then bisect that block's running sums.
         tree = self._tree
-        pos = 0
-        room = capacity
-        quantity = tolerance = 0
-        for bit in range(_KEY_BITS - 1, -1, -1):
-            nxt = pos + (1 << bit)
-            both = tree.get(nxt)
-            if both is None:
-                pos = nxt
-            elif both >> _HALF <= room:
-                pos = nxt
-                room -= both >> _HALF
-                quantity += both >> _HALF
-                tolerance += both & _MASK
-        # pos + 1 holds the group that crosses the capacity: take its pledges by id.
-        for _, q, t in self._groups[pos + 1]:
-            if q > room:
-                break
-            room -= q
-            quantity += q
-            tolerance += t
-        return quantity, tolerance
+        n = len(tree) - 1
+        index = 0
+        both = 0
+        step = 1 << n.bit_length()
+        while step:
+            nxt = index + step
+            if nxt <= n and (both + tree[nxt]) >> _HALF <= capacity:
+                index = nxt
+                both += tree[nxt]
+            step >>= 1
+        if index < len(self._blocks):
+            room = capacity - (both >> _HALF)
+            running = self._blocks[index].sums()
+            j = bisect_right(running, (room << _HALF) | _MASK)
+            if j:
+                both += running[j - 1]
+        return both >> _HALF, both & _MASK
 
     def clear(
         self, *, offer: bytes, tiers: tuple[Tier, ...], capacity: int, target: int, relaxed: bool
@@ -210,10 +274,34 @@ class DemandBook:
 
     def curve(self) -> list[tuple[int, int]]:
         """The demand curve: (price, demand at that price) for each distinct max price."""
-        prices = sorted(
-            {MAX_MONEY - ((pos - 1) >> _TIME_BITS) for pos in self._groups}, reverse=True
-        )
-        return [(p, self.demand(p)) for p in prices]
+        levels: dict[int, int] = {}
+        for block in self._blocks:
+            for (pos, _), packed in zip(block.keys, block.packed, strict=True):
+                price = MAX_MONEY - ((pos - 1) >> _TIME_BITS)
+                levels[price] = levels.get(price, 0) + (packed >> _HALF)
+        curve: list[tuple[int, int]] = []
+        demand = 0
+        for price in sorted(levels, reverse=True):
+            demand += levels[price]
+            curve.append((price, demand))
+        return curve
+
+
+class _Block:
+    """A run of the book's pledges in priority order (see the module docstring)."""
+
+    __slots__ = ("keys", "packed", "running")
+
+    def __init__(self, keys: list[tuple[int, bytes]], packed: list[int]) -> None:
+        self.keys = keys
+        self.packed = packed
+        self.running: list[int] | None = None
+
+    def sums(self) -> list[int]:
+        """Running sums of ``packed`` (kept until the block changes)."""
+        if self.running is None:
+            self.running = list(accumulate(self.packed))
+        return self.running
 
 
 def clear_tier(

@@ -31,6 +31,7 @@ class CircleInput(enum.Enum):
     DEAL = "deal"
     EXTENSION = "extension"
     TIME = "time"
+    CAPPED = "capped"
     IGNORED = "ignored"
 
 
@@ -103,5 +104,14 @@ CIRCLE_TRANSITIONS: dict[tuple[CircleStatus, Input], frozenset[CircleStatus]] = 
     (E, Input.TIME): frozenset({E}),
     (C, Input.TIME): frozenset({C}),
     (X, Input.TIME): frozenset({X}),
+    # A message that made a cap drop held messages (docs/protocol.md, Caps): a
+    # vendor's newer offer supersedes the one its deal was over, a key's newer
+    # pledges push out the one a deal named. The new message itself may also
+    # close the circle.
+    (F, Input.CAPPED): frozenset({F, Q, E, C}),
+    (Q, Input.CAPPED): frozenset({F, Q, E, C}),
+    (E, Input.CAPPED): frozenset({F, Q, E, C}),
+    (C, Input.CAPPED): frozenset({F, Q, E, C}),
+    (X, Input.CAPPED): frozenset({X, C}),
     **{(s, Input.IGNORED): frozenset({s}) for s in CircleStatus},
 }

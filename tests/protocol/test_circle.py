@@ -399,9 +399,14 @@ def test_transition_table_covers_every_pair_and_allows_staying() -> None:
     for status in CircleStatus:
         for kind in protocol.CircleInput:
             assert status in table[(status, kind)], (status, kind)
-    # Nothing but an equivocation or a conflicting extension undoes a closed deal.
+    # Nothing but an equivocation, a conflicting extension or a cap dropping what
+    # the deal names (its party's own later messages) undoes a closed deal.
     undo = {k for (s, k), after in table.items() if s is CircleStatus.CLOSED and after != {s}}
-    assert undo == {protocol.CircleInput.EQUIVOCATION, protocol.CircleInput.EXTENSION}
+    assert undo == {
+        protocol.CircleInput.EQUIVOCATION,
+        protocol.CircleInput.EXTENSION,
+        protocol.CircleInput.CAPPED,
+    }
 
 
 def test_withdrawal_after_the_deal_is_reported_as_bound() -> None:

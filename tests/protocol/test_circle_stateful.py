@@ -161,7 +161,7 @@ class CircleMachine(RuleBasedStateMachine):
             for e in self.model_live().values()
         ]
         found = []
-        for o in self.offers:
+        for o in self.counted_offers().values():
             if o.message.valid_until < self.now:
                 continue
             result = reference_clear(entries, o.message.tiers, o.message.capacity, TARGET, False)
@@ -172,11 +172,23 @@ class CircleMachine(RuleBasedStateMachine):
         price, minus_total, _ = min(found)
         return price, -minus_total
 
+    def counted_offers(self) -> dict[bytes, Envelope[Any]]:
+        """One offer per vendor key counts: its newest by (created, id) (issue 11 caps)."""
+        newest: dict[bytes, Envelope[Any]] = {}
+        for o in self.offers:
+            held = newest.get(o.signer)
+            if held is None or (held.message.created, held.id) < (o.message.created, o.id):
+                newest[o.signer] = o
+        return newest
+
     def model_status(self) -> CircleStatus:
         bad = self.equivocators()
         by_id = {e.id: e for seqs in self.pledges.values() for v in seqs.values() for e in v}
+        counted = {o.id for o in self.counted_offers().values()}
         for deal, body in self.deals:
             named = {by_id[a.pledge].signer for a in body.allocations}
+            if body.offer not in counted:
+                continue  # the vendor's newer offer superseded the one it dealt over
             if not named & bad and deal.message.created <= DEADLINE:
                 return CircleStatus.CLOSED
         if self.now > DEADLINE:
