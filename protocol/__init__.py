@@ -51,6 +51,7 @@ from ._events import PledgeCounted as PledgeCounted
 from ._events import PledgeWithdrawn as PledgeWithdrawn
 from ._events import QuorumChanged as QuorumChanged
 from ._events import Refused as Refused
+from ._events import RuleAnomaly as RuleAnomaly
 from ._events import StatusChanged as StatusChanged
 from ._identity import Identity as Identity
 from ._loyalty import DealProof as DealProof
@@ -172,6 +173,7 @@ __all__ = [
     "RelationshipError",
     "Reputation",
     "ReverseAuction",
+    "RuleAnomaly",
     "seal",
     "signing_bytes",
     "SMALLER_TIER_WINDOW",
