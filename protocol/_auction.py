@@ -160,6 +160,8 @@ class Mandate:
 
         Its live pledges and target; relaxed while the circle, past its
         deadline, may still settle for a smaller tier (the state's own rule).
+        The status is not consulted: a closed, cancelled or expired circle
+        clears nothing, whatever its mandate says.
         """
         rules = state.charter.message
         relaxed = (

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import (
     SMALLER_TIER_WINDOW,
     CircleState,
+    Entry,
     Envelope,
     Identity,
+    InvalidField,
     Mandate,
     Offer,
     Pledge,
@@ -192,3 +195,45 @@ def test_the_auction_winner_always_clears_at_the_price_it_won_with(
         loser = next(o for o in offers if o.id == offer_id)
         state = CircleState.from_envelopes(circle, [*pledges, loser], now=RESPOND_BY)
         assert state.best_offer is None
+
+
+def test_after_the_deadline_a_smaller_tier_circle_clears_as_its_state_does() -> None:
+    """Past the deadline a "smaller-tier" circle settles for a smaller tier: so does its mandate."""
+    circle = charter(target=20, on_miss="smaller-tier")
+    pledges = [
+        pledge(circle, MEMBERS[0], quantity=6, max_price=200, tolerance=2),
+        pledge(circle, MEMBERS[1], quantity=5, max_price=150),
+    ]
+    offer = offer_for(circle.id, [(5, 180), (12, 140), (30, 100)], 40)
+    before = CircleState.from_envelopes(circle, [*pledges, offer], now=T0 + 100)
+    after = CircleState.from_envelopes(circle, [*pledges, offer], now=DEADLINE + 10)
+    assert (
+        before.best_offer is None
+        and Mandate.from_state(before).clearing_price(offer.message) is None
+    )
+    relaxed = Mandate.from_state(after)
+    assert relaxed.relaxed
+    clearing = relaxed.clearing(offer.message, offer_id=offer.id)
+    assert clearing == after.best_offer
+    # 11 units pledged at 1.40 or more, plus the first member's 2 of tolerance: 13 >= 12.
+    assert clearing is not None and (clearing.unit_price, clearing.total) == (140, 12)
+    assert clearing.smaller_tier
+
+
+def test_a_mandate_refuses_bad_pledges_with_a_typed_error() -> None:
+    good = Entry(pledge=b"\x01" * 32, quantity=2, max_price=100, tolerance=0, created=T0)
+    for bad in (
+        {"pledges": (good, good)},  # the same pledge twice
+        {"pledges": (Entry(pledge=b"\x02", quantity=0, max_price=100, tolerance=0, created=0),)},
+        {"pledges": (Entry(pledge=b"\x03", quantity=1, max_price=0, tolerance=0, created=0),)},
+        {"pledges": ((100, 2),)},  # a demand pair is not a pledge: use from_demand
+        {"target": 0},
+    ):
+        with pytest.raises(InvalidField):
+            Mandate(**{"target": 1, "pledges": (good,), **bad})  # type: ignore[arg-type]
+    with pytest.raises(InvalidField):
+        Mandate.from_demand([(100, 0)], target=1)
+    # Withdrawals (quantity 0) are not pledges of the mandate.
+    circle = charter()
+    gone = pledge(circle, MEMBERS[0], quantity=0)
+    assert Mandate.from_pledges([gone], target=1).pledges == ()
