@@ -4,11 +4,14 @@ Pure and sans-IO: nothing here reads a clock, a socket, a file or a random
 source; time and bytes are handed in, events and bytes come out.
 """
 
+from ._auction import MAX_AUCTION_BIDS as MAX_AUCTION_BIDS
 from ._auction import AuctionError as AuctionError
 from ._auction import AuctionResult as AuctionResult
 from ._auction import Bid as Bid
+from ._auction import BidTaken as BidTaken
 from ._auction import Mandate as Mandate
 from ._auction import ReverseAuction as ReverseAuction
+from ._auction import check_bid as check_bid
 from ._auction import rank_offers as rank_offers
 from ._certificate import InvalidCertificate as InvalidCertificate
 from ._certificate import InvalidProof as InvalidProof
@@ -88,6 +91,7 @@ from ._negotiation_events import Party as Party
 from ._negotiation_events import Proposal as Proposal
 from ._quorum import Clearing as Clearing
 from ._quorum import DemandBook as DemandBook
+from ._quorum import Entry as Entry
 from ._reputation import RelationshipError as RelationshipError
 from ._reputation import Reputation as Reputation
 from ._reputation import VerifiedDeal as VerifiedDeal
@@ -106,9 +110,11 @@ __all__ = [
     "AuctionResult",
     "BadSignature",
     "Bid",
+    "BidTaken",
     "build_certificate",
     "Certificate",
     "Charter",
+    "check_bid",
     "CIRCLE_TRANSITIONS",
     "CircleEvent",
     "CircleInput",
@@ -125,6 +131,7 @@ __all__ = [
     "DemandBook",
     "DOMAIN",
     "Ended",
+    "Entry",
     "Envelope",
     "envelope_id",
     "EquivocationDetected",
@@ -143,6 +150,7 @@ __all__ = [
     "LoyaltyTier",
     "MalformedEncoding",
     "Mandate",
+    "MAX_AUCTION_BIDS",
     "MAX_ENVELOPE_SIZE",
     "MemberAdmitted",
     "Message",
