@@ -63,7 +63,7 @@ def ours(modelled: bool) -> Callable[[int], Any]:
 
     buyer = TimeDependent(reservation=100, initial=1, e=0.2)
     seller = TimeDependent(reservation=1, initial=100, e=5.0)
-    mandate = protocol.Mandate(target=1, demand=((100, 1),))
+    mandate = protocol.Mandate.from_demand(((100, 1),), target=1)
 
     def play(seed: int) -> Any:
         # The deadline is far away so that, as in NegMAS, the step count alone paces concession.

@@ -221,7 +221,4 @@ def decode_bid_reply(data: bytes) -> Reply:
 
 def mandate_of(state: protocol.CircleState) -> Mandate:
     """The mandate a circle's live pledges give its negotiator right now."""
-    charter: protocol.Charter = state.charter.message
-    return Mandate.from_pledges(
-        (envelope.message for envelope in state.live_pledges().values()), target=charter.target
-    )
+    return Mandate.from_state(state)

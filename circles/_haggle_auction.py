@@ -22,9 +22,18 @@ cheapest bid the auctioneer took, whatever order the bids arrived in.
 
 Losing bids stay sealed (vendors' prices are not shown to competitors), so a
 member other than the auctioneer ranks only the offers in its own log. A
-peer may submit only its own bid, one per auction (a repeat of the same bytes
-is answered "taken" again, for retries); books, bids per book and closed books
-remembered are all bounded.
+peer may submit only its own bid, one per auction: its first taken bid stands
+and another is refused as "already-bid" (a repeat of the same bytes is
+answered "taken" again, for retries). Books, bids per book and closed books
+remembered are all bounded. A book holds at most ``MAX_BIDS``
+(:data:`protocol.MAX_AUCTION_BIDS`) bids; when it is full, a new bid is
+ranked with the held ones against the circle's pledges at that moment (the
+protocol's clearing and ranking order, ties by vendor key; bids the pledges
+do not clear rank last): if it ranks after all of them it is refused as
+"outranked", otherwise it takes the place of the worst held bid, which is
+evicted ("outranked", logged, and answered so if its vendor sends it again).
+So throwaway keys cannot keep out a vendor whose bid clears at a better price
+than theirs.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from ._haggle import (
     decode_bid,
     encode_refused,
     encode_taken,
+    mandate_of,
 )
 from ._node import Node, NodeError
 from ._transport import PeerId, Transport, public_key_of
@@ -55,13 +65,20 @@ log = logging.getLogger("circles.haggle")
 
 #: Auctions one node may hold open at once.
 MAX_OPEN_AUCTIONS = 16
-#: Bids one auction takes at most (one per vendor).
-MAX_BIDS = 128
+#: Bids one auction holds at most (one per vendor): the protocol's cap.
+MAX_BIDS = protocol.MAX_AUCTION_BIDS
 #: Closed auctions whose bids a node keeps (for ranking, and to answer late bids "closed").
 _REMEMBER_CLOSED = 32
 
-# Any valid offer clears this: the book checks a bid's form, not its price.
-_ANY_PRICE = Mandate(target=1, demand=((10**15, 10**12),))
+# (0, clearing price, vendor) for a bid the pledges clear, (1, 0, vendor) for one
+# they do not: the protocol's ranking order without reputations, which the
+# house does not know until the close.
+_RankKey = tuple[int, int, bytes]
+
+
+def _rank_key(mandate: Mandate, offer: protocol.Envelope[protocol.Offer]) -> _RankKey:
+    price = mandate.clearing_price(offer.message)
+    return (1, 0, offer.signer) if price is None else (0, price, offer.signer)
 
 
 class _Refusal(Exception):
@@ -78,8 +95,12 @@ class _Book:
     rfq: bytes
     request: protocol.Envelope[QuoteRequest]
     closes_at: int
-    bids: dict[bytes, bytes] = field(default_factory=dict)  # vendor key -> offer envelope
+    bids: dict[bytes, protocol.Envelope[protocol.Offer]] = field(default_factory=dict)  # by vendor
     closed: bool = False
+    # Bids pushed out of a full book: offer id -> reason (at most MAX_BIDS remembered).
+    evicted: OrderedDict[bytes, str] = field(default_factory=OrderedDict)
+    # The held bids' rank keys against the mandate they were computed with.
+    ranked: tuple[Mandate, dict[bytes, _RankKey]] | None = None
 
 
 class AuctionHouse:
@@ -99,6 +120,7 @@ class AuctionHouse:
         self._closed: OrderedDict[bytes, _Book] = OrderedDict()
         self.taken = 0
         self.refused = 0
+        self.evictions = 0
 
     @property
     def node(self) -> Node:
@@ -157,7 +179,12 @@ class AuctionHouse:
         book = self._open.get(session) or self._closed.get(session)
         if book is None:
             return ()
-        return tuple(sorted(book.bids.values(), key=protocol.envelope_id))
+        return tuple(offer.data for offer in sorted(book.bids.values(), key=lambda o: o.id))
+
+    def evicted(self, session: bytes) -> tuple[tuple[bytes, str], ...]:
+        """(offer id, reason) of the bids a full book of auction ``session`` pushed out."""
+        book = self._open.get(session) or self._closed.get(session)
+        return () if book is None else tuple(sorted(book.evicted.items()))
 
     def close(self, session: bytes) -> tuple[bytes, ...]:
         """Close auction ``session`` now (no bid is taken after this); its bids, by offer id."""
@@ -206,22 +233,62 @@ class AuctionHouse:
         if book is None:
             raise _Refusal("unknown-auction", "this node runs no auction for that request")
         held = book.bids.get(offer.signer)
-        if held is not None and protocol.envelope_id(held) == offer.id:
+        if held is not None and held.id == offer.id:
             return  # a retry of a bid already taken, even after the close
         if book.closed:
             raise _Refusal("closed", "the auction closed before your bid arrived")
         if held is not None:
             raise _Refusal("already-bid", "one sealed bid per vendor and auction")
+        evicted = book.evicted.get(offer.id)
+        if evicted is not None:
+            raise _Refusal(evicted, "better bids pushed this one out of the full auction")
         # The same checks every member's ranking applies, except the price:
         # a bid that the pledges do not clear at the close simply ranks nowhere.
-        result = protocol.rank_offers(book.rfq, [offer.data], mandate=_ANY_PRICE)
-        if result.refused:
-            ((_, reason),) = result.refused
-            raise _Refusal(reason, f"the auction refuses this bid ({reason})")
+        try:
+            protocol.check_bid(book.rfq, offer.data)
+        except protocol.ProtocolError as exc:
+            raise _Refusal(exc.reason, f"the auction refuses this bid ({exc.reason})") from None
         if len(book.bids) >= MAX_BIDS:
-            raise _Refusal("full", f"this auction takes at most {MAX_BIDS} bids")
-        book.bids[offer.signer] = offer.data
+            self._make_room(book, offer)
+        book.bids[offer.signer] = offer
+        if book.ranked is not None:
+            mandate, keys = book.ranked
+            keys[offer.signer] = _rank_key(mandate, offer)
         self.taken += 1
+
+    def _make_room(self, book: _Book, offer: protocol.Envelope[protocol.Offer]) -> None:
+        """Push the worst held bid out for ``offer``, or raise "outranked" if it ranks last.
+
+        Ranked against the circle's pledges now; each held bid's clearing is
+        computed again only when the pledges changed since the last full-book bid.
+        """
+        try:
+            mandate = mandate_of(self.node.circle(book.request.message.circle))
+        except (NodeError, protocol.ProtocolError):
+            raise _Refusal("full", f"this auction takes at most {MAX_BIDS} bids") from None
+        if book.ranked is None or book.ranked[0] != mandate:
+            book.ranked = (
+                mandate,
+                {vendor: _rank_key(mandate, held) for vendor, held in book.bids.items()},
+            )
+        keys = book.ranked[1]
+        worst = max(keys, key=keys.__getitem__)
+        if _rank_key(mandate, offer) > keys[worst]:
+            raise _Refusal(
+                "outranked", f"this auction holds {MAX_BIDS} bids that rank before this one"
+            )
+        pushed = book.bids.pop(worst)
+        del keys[worst]
+        book.evicted[pushed.id] = "outranked"
+        while len(book.evicted) > MAX_BIDS:
+            book.evicted.popitem(last=False)
+        self.evictions += 1
+        log.info(
+            "auction %s is full: bid %s of %s pushed out by a better one",
+            book.request.id.hex()[:12],
+            pushed.id.hex()[:12],
+            pushed.signer.hex()[:12],
+        )
 
 
 _houses: weakref.WeakKeyDictionary[Node, AuctionHouse] = weakref.WeakKeyDictionary()

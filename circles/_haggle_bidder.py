@@ -52,7 +52,7 @@ _MAX_PRICE = 10**15
 
 def permissive_mandate(request: QuoteRequest) -> Mandate:
     """A mandate covering any price: the vendor's machines leave the mandate to the circle."""
-    return Mandate(target=request.quantity, demand=((_MAX_PRICE, request.quantity),))
+    return Mandate.from_demand(((_MAX_PRICE, request.quantity),), target=request.quantity)
 
 
 class Bidder:

@@ -27,7 +27,9 @@ It refuses, with a reason:
   reads them from the circle's log;
 - ``not-circle-traffic``: receipts (they have their own topic) and referrals
   (nothing in a circle reads them yet), and any kind not listed above;
-- ``bad-proof``: a misbehaviour proof that does not verify;
+- ``bad-proof``: a misbehaviour proof that does not verify, or (once the
+  charter is known) one with a twin the circle refuses outright, which
+  proves nothing;
 - against the charter: ``wrong-currency`` (a pledge, offer, certificate, deal
   or request for quote in another currency), ``above-ceiling`` (a pledge
   above the charter's ceiling), ``not-invite-only`` (an invite to an open
@@ -129,7 +131,8 @@ def check_admissible(
         )
     if isinstance(message, protocol.Misbehaviour):
         try:
-            protocol.verify_misbehaviour(message)
+            # With the charter, a twin the circle refuses outright proves nothing.
+            protocol.verify_misbehaviour(message, charter=charter)
         except protocol.InvalidProof as exc:
             raise AdmissionRefused(
                 f"the misbehaviour proof does not verify ({exc.reason})", reason="bad-proof"

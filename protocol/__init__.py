@@ -4,11 +4,14 @@ Pure and sans-IO: nothing here reads a clock, a socket, a file or a random
 source; time and bytes are handed in, events and bytes come out.
 """
 
+from ._auction import MAX_AUCTION_BIDS as MAX_AUCTION_BIDS
 from ._auction import AuctionError as AuctionError
 from ._auction import AuctionResult as AuctionResult
 from ._auction import Bid as Bid
+from ._auction import BidTaken as BidTaken
 from ._auction import Mandate as Mandate
 from ._auction import ReverseAuction as ReverseAuction
+from ._auction import check_bid as check_bid
 from ._auction import rank_offers as rank_offers
 from ._certificate import InvalidCertificate as InvalidCertificate
 from ._certificate import InvalidProof as InvalidProof
@@ -51,6 +54,7 @@ from ._events import PledgeCounted as PledgeCounted
 from ._events import PledgeWithdrawn as PledgeWithdrawn
 from ._events import QuorumChanged as QuorumChanged
 from ._events import Refused as Refused
+from ._events import RuleAnomaly as RuleAnomaly
 from ._events import StatusChanged as StatusChanged
 from ._identity import Identity as Identity
 from ._loyalty import DealProof as DealProof
@@ -87,6 +91,7 @@ from ._negotiation_events import Party as Party
 from ._negotiation_events import Proposal as Proposal
 from ._quorum import Clearing as Clearing
 from ._quorum import DemandBook as DemandBook
+from ._quorum import Entry as Entry
 from ._reputation import RelationshipError as RelationshipError
 from ._reputation import Reputation as Reputation
 from ._reputation import VerifiedDeal as VerifiedDeal
@@ -105,9 +110,11 @@ __all__ = [
     "AuctionResult",
     "BadSignature",
     "Bid",
+    "BidTaken",
     "build_certificate",
     "Certificate",
     "Charter",
+    "check_bid",
     "CIRCLE_TRANSITIONS",
     "CircleEvent",
     "CircleInput",
@@ -124,6 +131,7 @@ __all__ = [
     "DemandBook",
     "DOMAIN",
     "Ended",
+    "Entry",
     "Envelope",
     "envelope_id",
     "EquivocationDetected",
@@ -142,6 +150,7 @@ __all__ = [
     "LoyaltyTier",
     "MalformedEncoding",
     "Mandate",
+    "MAX_AUCTION_BIDS",
     "MAX_ENVELOPE_SIZE",
     "MemberAdmitted",
     "Message",
@@ -172,6 +181,7 @@ __all__ = [
     "RelationshipError",
     "Reputation",
     "ReverseAuction",
+    "RuleAnomaly",
     "seal",
     "signing_bytes",
     "SMALLER_TIER_WINDOW",

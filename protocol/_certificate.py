@@ -34,6 +34,7 @@ __all__ = [
     "InvalidProof",
     "build_certificate",
     "effective_deadline",
+    "evidence_problem",
     "verify_certificate",
     "verify_misbehaviour",
 ]
@@ -73,6 +74,33 @@ def extension_is_valid(charter: Envelope[Charter], extension: Envelope[Extension
         and e.created <= c.deadline
         and e.deadline > c.deadline
     )
+
+
+def evidence_problem(charter: Envelope[Charter], envelope: Envelope[Any]) -> str | None:
+    """Why ``envelope`` cannot count as evidence of equivocation in this circle, or None.
+
+    The one rule for who equivocates, shared by :func:`verify_misbehaviour`
+    (given a charter), :func:`verify_certificate` and :class:`CircleState`: a
+    key equivocates when it signed two different pledges for the circle with
+    one sequence number, each one the circle does not refuse outright (in the
+    charter's currency, not above its ceiling; a pledge made after the
+    deadline still counts), or two different valid extensions (founder only).
+    A pledge the circle refuses outright proves nothing, because no peer
+    counts it: a key cannot be framed, nor frame itself, with one.
+    """
+    message = envelope.message
+    if getattr(message, "circle", None) != charter.id:
+        return "wrong-circle"
+    rules = charter.message
+    if isinstance(message, Pledge):
+        if message.currency != rules.currency:
+            return "wrong-currency"
+        if rules.ceiling is not None and message.max_price > rules.ceiling:
+            return "above-ceiling"
+        return None
+    if isinstance(message, Extension):
+        return None if extension_is_valid(charter, envelope) else "bad-extension"
+    return "not-circle-state"
 
 
 def effective_deadline(
@@ -129,12 +157,14 @@ def verify_certificate(
 
     ``pledges`` must hold every pledge the certificate names (others are
     ignored, except that two pledges by one key with one sequence number make
-    that key an equivocator). For an invite-only circle pass the invites that
+    that key an equivocator, by the rule of :func:`evidence_problem`). Only a
+    member the certificate names may seal it: a vendor or a stranger cannot
+    pick the pledges, and with them the tier. For an invite-only circle pass the invites that
     admit the named members; pass the founder's extension if the deadline was
     moved. Reasons: wrong-kind, wrong-circle, wrong-offer, wrong-currency,
     not-a-tier, missing-pledge, withdrawal, member-twice, equivocator, late,
     unadmitted, above-ceiling, price-above-max, over-capacity, below-target,
-    not-canonical, not-cheapest-tier, bad-extension.
+    not-canonical, not-cheapest-tier, bad-extension, not-a-member.
     """
     _expect(certificate, Certificate, "certificate")
     _expect(charter, Charter, "charter")
@@ -169,7 +199,10 @@ def verify_certificate(
         env_id = env.id
         by_id[env_id] = env
         p = env.message
-        if p.circle == circle and first_seq.setdefault((env.signer, p.seq), env_id) != env_id:
+        if (
+            evidence_problem(charter, env) is None
+            and first_seq.setdefault((env.signer, p.seq), env_id) != env_id
+        ):
             equivocators.add(env.signer)
 
     admitted: set[bytes] | None = None
@@ -216,6 +249,12 @@ def verify_certificate(
         tolerance += t
         rows.append((-p.max_price, p.created, env.id, q, t, a))
 
+    if certificate.signer not in members:
+        raise _fail(
+            "not-a-member",
+            "only a member the certificate names may seal it; assemble it from the "
+            "circle's whole log with CircleState.certificate() and seal it as that member",
+        )
     _check_fill(
         total=cert.total,
         base=base,
@@ -315,12 +354,17 @@ def conflicting(first: Envelope[Any], second: Envelope[Any]) -> bool:
     return False
 
 
-def verify_misbehaviour(proof: Misbehaviour) -> tuple[Envelope[Message], Envelope[Message]]:
+def verify_misbehaviour(
+    proof: Misbehaviour, *, charter: Envelope[Charter] | None = None
+) -> tuple[Envelope[Message], Envelope[Message]]:
     """Check a proof; return its two envelopes, or raise :class:`InvalidProof`.
 
     The two envelopes must verify, be signed by ``offender``, be different,
     come smaller id first, and conflict: two pledges for one circle with one
-    sequence number, or two extensions of one circle.
+    sequence number, or two extensions of one circle. Given the circle's
+    ``charter``, each must also count as evidence there (see
+    :func:`evidence_problem`; reason ``not-evidence``): pass it whenever the
+    circle is known, as the circle's state does.
     """
     if not isinstance(proof, Misbehaviour):
         raise InvalidProof("verify_misbehaviour takes a Misbehaviour body", reason="wrong-kind")
@@ -338,6 +382,15 @@ def verify_misbehaviour(proof: Misbehaviour) -> tuple[Envelope[Message], Envelop
         )
     if not conflicting(first, second):
         raise InvalidProof("the two envelopes do not conflict", reason="no-conflict")
+    if charter is not None:
+        for env in (first, second):
+            problem = evidence_problem(charter, env)
+            if problem is not None:
+                raise InvalidProof(
+                    f"the circle refuses {env.id.hex()[:16]} outright ({problem}): "
+                    "it proves nothing",
+                    reason="wrong-circle" if problem == "wrong-circle" else "not-evidence",
+                )
     return first, second
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "PledgeWithdrawn",
     "QuorumChanged",
     "Refused",
+    "RuleAnomaly",
     "CircleStatus",
     "StatusChanged",
 ]
@@ -177,6 +178,24 @@ class StatusChanged:
     """The time (as handed in) when the change was seen."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleAnomaly:
+    """The status moved in a way the transition table does not list (a bug: please report it).
+
+    The status itself is still the one derived from the set of messages; the
+    event exists so that an incomplete table is seen without stopping a node.
+    """
+
+    previous: CircleStatus
+    """The status before."""
+    status: CircleStatus
+    """The status now."""
+    input: str
+    """What was applied, as the transition table names it (comma-separated for a proof)."""
+    detail: str
+    """What to do about it."""
+
+
 CircleEvent = (
     Refused
     | PledgeCounted
@@ -189,4 +208,5 @@ CircleEvent = (
     | QuorumChanged
     | DealClosed
     | StatusChanged
+    | RuleAnomaly
 )

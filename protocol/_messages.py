@@ -276,7 +276,12 @@ class Allocation(Structure):
 @structure("certificate")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Certificate(Message):
-    """A quorum certificate: the pledges that reach the target at one tier price."""
+    """A quorum certificate: the pledges that reach the target at one tier price.
+
+    It counts only when sealed by a member whose pledge it names (circle
+    state and :func:`protocol.verify_certificate` refuse others as
+    ``not-a-member``), so a vendor or a stranger cannot pick its pledges.
+    """
 
     kind: ClassVar[str] = "certificate"
 
@@ -387,7 +392,10 @@ class Misbehaviour(Message):
     """Proof that one key signed two conflicting messages (self-verifying).
 
     Both envelopes are carried whole; anyone can check them with
-    :func:`protocol.verify_misbehaviour`.
+    :func:`protocol.verify_misbehaviour`. In a circle, each must be one the
+    circle does not refuse outright (its currency, not above its ceiling; a
+    valid extension): a proof with another twin proves nothing and is
+    refused whole (``not-evidence``).
     """
 
     kind: ClassVar[str] = "misbehaviour"

@@ -105,10 +105,7 @@ async def _auction(
     circle: SimCircle, founder: Node, vendors: list[SimVendor], formation: Formation
 ) -> None:
     state = founder.circle(circle.id)
-    mandate = protocol.Mandate(
-        target=circle.target,
-        demand=tuple((p, u) for p, u in _pairs(state.demand_curve())),
-    )
+    mandate = protocol.Mandate.from_state(state)
     outcomes: list[Outcome | None] = [None] * len(vendors)
 
     async def ask(i: int, vendor: SimVendor) -> None:
@@ -122,17 +119,6 @@ async def _auction(
     done = [o for o in outcomes if o is not None]
     circle.outcomes += done
     circle.offers += sum(o.price is not None for o in done)
-
-
-def _pairs(curve: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """(price, units at that price alone) from a cumulative (price, demand) curve."""
-    pairs = []
-    before = 0
-    for price, demand in curve:
-        if demand > before:
-            pairs.append((price, demand - before))
-        before = demand
-    return pairs
 
 
 def _served(founder: Node, circle: bytes) -> frozenset[bytes]:

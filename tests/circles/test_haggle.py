@@ -162,7 +162,7 @@ async def test_a_circle_negotiates_with_a_boulware_vendor_and_closes_a_deal(
         replay = protocol.Negotiation(
             outcome.transcript[0],
             vendor=vendor.public_key,
-            mandate=protocol.Mandate(target=10, demand=((5000, 5), (4800, 5))),
+            mandate=protocol.Mandate.from_demand(((5000, 5), (4800, 5)), target=10),
         )
         for data in outcome.transcript[1:]:
             replay.receive(data, protocol.decode(data).message.created)  # type: ignore[attr-defined]

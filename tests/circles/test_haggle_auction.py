@@ -48,7 +48,7 @@ from circles._haggle import (
     encode_request,
     encode_taken,
 )
-from circles._haggle_auction import held_bids, house_of
+from circles._haggle_auction import MAX_BIDS, held_bids, house_of
 from circles._transport import (
     DEFAULT_MAX_RESPONSE,
     PeerId,
@@ -465,3 +465,70 @@ async def test_a_desk_bids_no_more_than_its_capacity_and_a_stock_hook_desk_does_
         assert a.statistics().bids == 1
         assert b.statistics().bids == 0
         assert asked == []
+
+
+async def test_throwaway_keys_filling_the_book_cannot_keep_out_a_better_vendor(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """More than MAX_BIDS worse bids from throwaway keys, then a real vendor's: taken, it wins.
+
+    The book keeps the best MAX_BIDS bids by the protocol's ranking against the
+    circle's pledges: a bid worse than every held one is refused as "outranked",
+    a better one pushes the worst out (told "outranked" if it is sent again).
+    """
+    network = MemoryNetwork(seed=13, latency=0.01)
+    async with auction_nodes(tmp_path, network, 1, []) as (nodes, _):
+        (alice,) = nodes
+        circle = await circle_with_pledges(nodes, [(10, 5000)])
+        keys = [protocol.Identity.from_seed(i.to_bytes(4, "big") * 8) for i in range(MAX_BIDS + 2)]
+        real, late = ident(67), ident(68)
+        async with contextlib.AsyncExitStack() as stack:
+            transports = {}
+            for key in [*keys, real, late]:
+                transport = await stack.enter_async_context(network.open_transport(key))
+                await transport.connect(alice.addresses()[0])
+                transports[key.public_key] = transport
+
+            async def send(key: protocol.Identity, bid: bytes) -> Reply:
+                data = await transports[key.public_key].request(
+                    peer_id_of(alice.public_key), AUCTION_PROTOCOL, encode_bid(bid), timeout=10
+                )
+                return decode_bid_reply(data)
+
+            with trio.fail_after(300):
+                rfq = await request_quotes(alice, circle, respond_within=120, grace=3.0)
+                session = protocol.envelope_id(rfq)
+                now = alice.now()
+                spam = {key.public_key: bid_for(key, rfq, 4900, now) for key in keys}
+                outranked = 0
+                for key in keys:
+                    reply = await send(key, spam[key.public_key])
+                    if reply.kind == "refused":
+                        assert reply.reason == "outranked"
+                        outranked += 1
+                house = house_of(alice)
+                assert len(held_bids(alice, session)) == MAX_BIDS
+                assert outranked + len(house.evicted(session)) == len(keys) - MAX_BIDS
+                # A bid the pledges do not clear ranks after every held one.
+                dear = await send(late, bid_for(late, rfq, 6000, now))
+                assert (dear.kind, dear.reason) == ("refused", "outranked")
+                # The real vendor's better bid takes the place of the worst held one.
+                good = bid_for(real, rfq, 4500, now)
+                assert (await send(real, good)).kind == "taken"
+                held = held_bids(alice, session)
+                assert len(held) == MAX_BIDS and good in held
+                pushed = [
+                    offer_id for offer_id, reason in house.evicted(session) if reason == "outranked"
+                ]
+                assert len(pushed) == len(keys) - MAX_BIDS - outranked + 1
+                # Its vendor, sending the pushed-out bid again, is told why.
+                loser = next(
+                    k for k in keys if protocol.envelope_id(spam[k.public_key]) == pushed[-1]
+                )
+                again = await send(loser, spam[loser.public_key])
+                assert (again.kind, again.reason) == ("refused", "outranked")
+                request = protocol.decode_as(rfq, protocol.QuoteRequest).message
+                await trio.sleep(request.respond_by + 4 - alice.now())
+                result = auction_result(alice, circle, rfq)
+        assert result.winner is not None and result.winner.vendor == real.public_key
+        assert result.winner.clearing_price == 4500 and len(result.ranking) == MAX_BIDS

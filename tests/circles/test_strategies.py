@@ -29,7 +29,7 @@ from protocol import Agreement, Ended, Mandate, Negotiation
 
 
 def mandate(ceiling: int, target: int = 100) -> Mandate:
-    return Mandate(target=target, demand=((ceiling, target),))
+    return Mandate.from_demand(((ceiling, target),), target=target)
 
 
 def prices(transcript: tuple[bytes, ...]) -> list[tuple[str, int]]:

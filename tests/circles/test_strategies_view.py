@@ -31,7 +31,7 @@ def session(max_rounds: int, duration: int) -> Negotiation:
     return Negotiation(
         protocol.seal(request, CIRCLE_KEY).data,
         vendor=VENDOR_KEY.public_key,
-        mandate=Mandate(target=10, demand=((700, 10),)),
+        mandate=Mandate.from_demand(((700, 10),), target=10),
     )
 
 

@@ -6,11 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import Accept as AcceptMessage
 from protocol import (
+    MAX_AUCTION_BIDS,
     Agreement,
     AuctionError,
     Identity,
+    InvalidField,
     Mandate,
     Negotiation,
     NegotiationState,
@@ -22,6 +23,7 @@ from protocol import (
     vendor_reputation,
     verify_deal,
 )
+from protocol import Accept as AcceptMessage
 
 from .test_negotiation_helpers import NEGOTIATOR, T0, closed_deal, members, offer, receipt, rfq
 
@@ -29,7 +31,7 @@ VENDORS = members(5, 20)
 REQUEST = rfq()
 SESSION = envelope_id(REQUEST)
 # 100 units at up to 1000, 50 more at up to 800, 100 more at up to 600.
-DEMAND = Mandate(target=100, demand=((1000, 100), (800, 50), (600, 100)))
+DEMAND = Mandate.from_demand(((1000, 100), (800, 50), (600, 100)), target=100)
 
 
 def quote(vendor: Identity, *tiers: tuple[int, int], **kw: object) -> bytes:
@@ -123,8 +125,8 @@ def test_every_member_computes_the_same_winner(order: list[int], prices: list[in
 def test_the_collector_closes_at_respond_by() -> None:
     auction = ReverseAuction(REQUEST, mandate=DEMAND)
     assert auction.get_timer() == T0 + 100
-    bid = auction.receive(quote(VENDORS[0], (1, 900)), T0 + 10)
-    assert bid.clearing_price == 900
+    taken = auction.receive(quote(VENDORS[0], (1, 900)), T0 + 10)
+    assert (taken.bid.clearing_price, taken.evicted) == (900, ())
     with pytest.raises(AuctionError) as info:
         auction.receive(quote(VENDORS[1], (1, 1200)), T0 + 20)
     assert info.value.reason == "does-not-clear"
@@ -163,3 +165,97 @@ def test_the_winners_session_goes_on_after_the_auction() -> None:
     )
     done = chosen.receive(seal(accept, NEGOTIATOR).data, T0 + 101)
     assert isinstance(done, Agreement) and done.vendor == result.winner.vendor
+
+
+# ------------------------------------------------------------------ caps
+
+THROWAWAY = [Identity.from_seed(i.to_bytes(4, "big") * 8) for i in range(1, MAX_AUCTION_BIDS + 11)]
+
+
+def test_throwaway_bids_cannot_keep_out_a_better_vendor() -> None:
+    """More than MAX_AUCTION_BIDS worse bids from throwaway keys, then a real vendor: it wins."""
+    spam = [quote(key, (1, 990)) for key in THROWAWAY]
+    real = quote(VENDORS[0], (1, 900))
+    auction = ReverseAuction(REQUEST, mandate=DEMAND)
+    # Among bids of one price the smaller vendor key ranks first: each spam bid
+    # past the cap is refused or pushes out a held one, "outranked" either way.
+    outranked = 0
+    for data in spam:
+        try:
+            outranked += len(auction.receive(data, T0 + 20).evicted)
+        except AuctionError as exc:
+            assert exc.reason == "outranked"
+            outranked += 1
+    assert len(auction.offers) == MAX_AUCTION_BIDS and outranked == len(spam) - MAX_AUCTION_BIDS
+    taken = auction.receive(real, T0 + 30)
+    (evicted,) = taken.evicted
+    assert evicted[1] == "outranked" and evicted[0] in {envelope_id(d) for d in spam}
+    assert len(auction.offers) == MAX_AUCTION_BIDS
+    result = auction.result(T0 + 100)
+    assert result.winner is not None and result.winner.vendor == VENDORS[0].public_key
+    # Members ranking every offer in their logs agree, and refuse the rest with a reason.
+    everyone = rank_offers(REQUEST, [*spam, real], mandate=DEMAND)
+    assert everyone.winner == result.winner and everyone.ranking == result.ranking
+    assert [r for _, r in everyone.refused] == ["outranked"] * (len(spam) + 1 - MAX_AUCTION_BIDS)
+
+
+def test_one_bid_per_vendor_its_best() -> None:
+    first = quote(VENDORS[0], (1, 900))
+    dearer = quote(VENDORS[0], (1, 950), now=T0 + 11)
+    cheaper = quote(VENDORS[0], (1, 850), now=T0 + 12)
+    auction = ReverseAuction(REQUEST, mandate=DEMAND)
+    auction.receive(first, T0 + 20)
+    assert auction.receive(first, T0 + 20).evicted == ()  # the same offer again: nothing changes
+    with pytest.raises(AuctionError) as info:
+        auction.receive(dearer, T0 + 21)
+    assert info.value.reason == "superseded"
+    taken = auction.receive(cheaper, T0 + 22)
+    assert taken.evicted == ((envelope_id(first), "superseded"),)
+    assert auction.offers == (cheaper,)
+    ranked = rank_offers(REQUEST, [first, dearer, cheaper], mandate=DEMAND)
+    assert [b.offer for b in ranked.ranking] == [envelope_id(cheaper)]
+    assert sorted(ranked.refused) == sorted(
+        [(envelope_id(first), "superseded"), (envelope_id(dearer), "superseded")]
+    )
+
+
+def test_caps_must_be_positive() -> None:
+    for bad in (0, -1, True):
+        with pytest.raises(InvalidField):
+            ReverseAuction(REQUEST, mandate=DEMAND, max_bids=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidField):
+            rank_offers(REQUEST, [], mandate=DEMAND, max_bids=bad)  # type: ignore[arg-type]
+
+
+# Two offers per vendor from six vendors, some of them equal in price.
+POOL = [
+    quote(
+        VENDORS[i % 5] if i < 10 else THROWAWAY[i], (1, 800 + 25 * ((i * 7) % 6)), now=T0 + 10 + i
+    )
+    for i in range(12)
+]
+
+
+@given(
+    st.permutations(range(len(POOL))),
+    st.integers(1, 12),
+    st.integers(1, 5),
+)
+def test_the_collector_holds_the_best_bids_whatever_the_order(
+    order: list[int], count: int, max_bids: int
+) -> None:
+    """What the collector holds is the capped ranking of the set it was handed, in any order."""
+    handed = [POOL[i] for i in order[:count]]
+    auction = ReverseAuction(REQUEST, mandate=DEMAND, max_bids=max_bids)
+    for data in handed:
+        try:
+            auction.receive(data, T0 + 50)
+        except AuctionError as exc:
+            assert exc.reason in ("superseded", "outranked")
+        assert len(auction.offers) <= max_bids
+    expected = rank_offers(REQUEST, handed, mandate=DEMAND, max_bids=max_bids)
+    result = auction.result(T0 + 100)
+    assert (result.winner, result.ranking) == (expected.winner, expected.ranking)
+    assert sorted(envelope_id(d) for d in auction.offers) == sorted(
+        b.offer for b in expected.ranking
+    )

@@ -142,7 +142,7 @@ def test_the_circle_never_goes_beyond_its_pledges() -> None:
 
 
 def test_mandate_is_demand_at_price() -> None:
-    m = Mandate(target=10, demand=((500, 4), (300, 6), (500, 1), (100, 50)))
+    m = Mandate.from_demand(((500, 4), (300, 6), (500, 1), (100, 50)), target=10)
     assert m.demand == ((500, 5), (300, 6), (100, 50))
     assert [m.units_at(p) for p in (501, 500, 301, 300, 100, 1)] == [0, 5, 5, 11, 61, 61]
     assert (m.ceiling(10), m.ceiling(11), m.ceiling(12), m.ceiling(9)) == (300, 300, 100, None)
@@ -278,7 +278,7 @@ def test_mandate_covers_is_the_mandate_at_the_sessions_quantity() -> None:
     s.update_mandate(mandate(700))
     assert [s.mandate_covers(p) for p in (700, 701)] == [True, False]
     # Pledges below the target cover no price at all.
-    s.update_mandate(Mandate(target=QUANTITY, demand=((10_000, QUANTITY - 1),)))
+    s.update_mandate(Mandate.from_demand(((10_000, QUANTITY - 1),), target=QUANTITY))
     assert not s.mandate_covers(1)
 
 

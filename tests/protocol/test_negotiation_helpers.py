@@ -58,7 +58,7 @@ def rfq(
 
 def mandate(ceiling: int = 1000, *, target: int = QUANTITY) -> Mandate:
     """Pledges covering ``target`` units up to ``ceiling``, and a few more cheaply."""
-    return Mandate(target=target, demand=((ceiling, target), (ceiling // 2 or 1, 7)))
+    return Mandate.from_demand(((ceiling, target), (ceiling // 2 or 1, 7)), target=target)
 
 
 def offer(

@@ -124,9 +124,9 @@ def test_mandate_covers_agrees_with_the_mandate(
     # answer exactly as Mandate.covers does, before and after an update.
     quantity = 150
     request = rfq(quantity=quantity)
-    opening = Mandate(target=target, demand=tuple(first))
+    opening = Mandate.from_demand(tuple(first), target=target)
     s = Negotiation(request, vendor=VENDOR.public_key, mandate=opening)
-    for m in (opening, Mandate(target=target, demand=tuple(second))):
+    for m in (opening, Mandate.from_demand(tuple(second), target=target)):
         s.update_mandate(m)
         assert s.mandate is m
         for price in prices:
