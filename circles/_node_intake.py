@@ -269,10 +269,25 @@ class _Intake(_NodeCore):
             ):
                 self._nursery.start_soon(self._countersign_quietly, envelope)
         events = state.apply(envelope, self.now())
+        self._forget_dropped(state)
         for event in events:
             if not replay:
                 self._emit(CircleUpdated(circle=circle, event=event))
         self._signal()
+
+    def _forget_dropped(self, state: protocol.CircleState) -> None:
+        """Forget what the circle's caps dropped (docs/protocol.md, Caps).
+
+        A cap drops a message from every larger set too, so the store discards
+        it, sync never serves it, and a copy sent again is refused unread.
+        """
+        dropped = state.take_dropped()
+        if not dropped:
+            return
+        assert self._store is not None
+        for message_id in dropped:
+            self._refused_ids.add(message_id)
+        self._store.discard(dropped)
 
     def _load(self, circle: bytes, *, replay: bool) -> None:
         """Apply a known circle's stored envelopes (not its charter), and forget those
