@@ -24,6 +24,7 @@ from ._node import EventStream as EventStream
 from ._node import Node as Node
 from ._node import NodeError as NodeError
 from ._node import TransportFactory as TransportFactory
+from ._node_core import CertificateSuperseded as CertificateSuperseded
 from ._node_events import CircleDiscovered as CircleDiscovered
 from ._node_events import CircleUpdated as CircleUpdated
 from ._node_events import EnvelopeSetAside as EnvelopeSetAside
@@ -57,6 +58,7 @@ __all__ = [
     "auction_result",
     "AuctionOutcome",
     "CapacityFor",
+    "CertificateSuperseded",
     "CircleDiscovered",
     "CirclesError",
     "CircleUpdated",

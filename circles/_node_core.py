@@ -32,7 +32,7 @@ from ._transport import Transport
 if TYPE_CHECKING:
     from ._node_own import _GossipPacer
 
-__all__ = ["NodeError"]
+__all__ = ["CertificateSuperseded", "NodeError"]
 
 log = logging.getLogger("circles.node")
 
@@ -41,6 +41,14 @@ class NodeError(CirclesError):
     """A node call that cannot be done as asked (see ``reason``)."""
 
     reason = "node-error"
+
+
+class CertificateSuperseded(NodeError):
+    """A vendor's node will not countersign: the certificate names a pledge its member
+    has replaced or withdrawn (``superseded``), or a key that equivocated
+    (``equivocator``). Final: a newer certificate is needed."""
+
+    reason = "superseded"
 
 
 class _NodeCore:
