@@ -15,6 +15,11 @@ validator's verdict is what decides whether gossipsub forwards, and peers
 that hear the circle only through this node may still lack it. It is neither
 decoded with its signature nor stored, applied or reported again; the
 transports' seen-caches stop copies of one message from looping.
+
+Applying never stops the node: if ``CircleState.apply`` raises (a fault in
+the rules; refusals are events), the envelope is set aside (kept, recorded
+in the store, logged once, left out at every start, neither served nor
+forwarded) and the circle's state is rebuilt from its log without it.
 """
 
 from __future__ import annotations

@@ -31,8 +31,9 @@ counter), though one node per directory is the intended use.
 
 This module holds :class:`Store`: batching, locking and the life cycle. The
 SQL lives in its parts: the file, schema and transactions in
-:mod:`circles._store_db`, the envelope log in :mod:`circles._store_log`, and
-the member's own pledge counters in :mod:`circles._store_own`.
+:mod:`circles._store_db`, the envelope log (and the envelopes the node set aside, see
+:meth:`Store.set_aside`) in :mod:`circles._store_log`, and the member's own
+pledge counters in :mod:`circles._store_own`.
 """
 
 from __future__ import annotations
