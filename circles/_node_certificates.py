@@ -19,6 +19,8 @@ withdrawal takes to reach the peers the vendor syncs with (docs/circles.md,
 
 from __future__ import annotations
 
+import random
+
 import trio
 
 import protocol
@@ -36,6 +38,8 @@ __all__ = ["COUNTERSIGN_SYNC"]
 #: countersigns a certificate (all peers at once; past it, it goes on with what
 #: it holds).
 COUNTERSIGN_SYNC = 3.0
+#: At most this many peers are asked in that sync (picked at random).
+COUNTERSIGN_PEERS = 8
 
 
 class _Certificates(_NodeCore):
@@ -81,6 +85,7 @@ class _Certificates(_NodeCore):
             )
         protocol.verify_certificate(certificate, **state.certificate_inputs(cert))
         _refuse_superseded(state, cert)
+        _refuse_dearer(state, cert)
         async with self._own_lock:
             if state.deal is not None or self._signed_deal_in(cert.circle):
                 raise NodeError("a deal for this circle is already signed", reason="deal-exists")
@@ -102,7 +107,10 @@ class _Certificates(_NodeCore):
         If no peer answers in time the node goes on with what it holds, and
         says so: the certificate is then checked against an older view.
         """
-        peers = sorted(p for p in self.transport.peers() if self.syncer.serves_sync(p))
+        serving = sorted(p for p in self.transport.peers() if self.syncer.serves_sync(p))
+        # A few peers suffice to learn of a withdrawal; asking all would make the
+        # cost grow with the number of connections.
+        peers = random.sample(serving, min(len(serving), COUNTERSIGN_PEERS))
         answered: list[PeerId] = []
 
         async def one(peer: PeerId) -> None:
@@ -241,3 +249,25 @@ def _refuse_superseded(state: protocol.CircleState, cert: protocol.Certificate) 
 def _certificate_key(body: protocol.Certificate) -> bytes:
     """Identifies a certificate's content whoever signed it."""
     return pack(to_wire(body))
+
+
+def _refuse_dearer(state: protocol.CircleState, cert: protocol.Certificate) -> None:
+    """Raise :class:`CertificateSuperseded` (``dearer-than-view``) if this node's whole
+    view of the circle clears the certificate's offer at a cheaper tier.
+
+    ``verify_certificate`` checks "no cheaper tier" only against the pledges
+    a certificate names, so a member colluding with a vendor could certify a
+    subset that clears only a dearer tier. An honest vendor does not take
+    that price: it countersigns only what its own view would certify.
+    """
+    try:
+        fair = state.certificate(offer=cert.offer)
+    except protocol.ProtocolError:
+        return  # nothing clears in this view now; the deal's own rules decide
+    if fair.unit_price < cert.unit_price:
+        raise CertificateSuperseded(
+            f"the circle's pledges clear this offer at {fair.unit_price}, below the "
+            f"certificate's {cert.unit_price}; not countersigning the dearer tier "
+            "(wait for a certificate over all the live pledges)",
+            reason="dearer-than-view",
+        )

@@ -46,7 +46,8 @@ class NodeError(CirclesError):
 class CertificateSuperseded(NodeError):
     """A vendor's node will not countersign: the certificate names a pledge its member
     has replaced or withdrawn (``superseded``), or a key that equivocated
-    (``equivocator``). Final: a newer certificate is needed."""
+    (``equivocator``), or the vendor's own view clears the offer at a cheaper tier
+    (``dearer-than-view``). Final: a newer certificate is needed."""
 
     reason = "superseded"
 

@@ -256,3 +256,71 @@ async def test_a_certificate_naming_an_unknown_pledge_does_not_stop_an_auto_coun
         with pytest.raises(protocol.InvalidCertificate) as refused:
             await shop.countersign(forged, sync=0)
         assert refused.value.reason == "missing-pledge"
+
+
+async def test_the_vendor_refuses_a_subset_certificate_its_view_clears_cheaper(
+    tmp_path: Path,
+) -> None:
+    """A member certifies two of six pledges at the dearer tier (every rule the
+    certificate carries holds); an honest vendor's whole view clears 30 units at
+    the cheaper tier, so it refuses, and signs the certificate over all six."""
+    network = MemoryNetwork(seed=11)
+    common: dict[str, Any] = {
+        "sync_interval": NEVER,
+        "assemble_delay": NEVER,
+        "transport": network.open_transport,
+    }
+    members = [ident(20 + i) for i in range(6)]
+    async with (
+        Node(ident(1), tmp_path / "ann", **common) as ann,
+        Node(ident(3), tmp_path / "shop", **common) as shop,
+    ):
+        with trio.fail_after(30):
+            await shop.connect(ann.addresses()[0])
+            circle = await ann.found_circle(
+                title="Oil", unit="tin", target=10, currency="EUR", deadline=ann.now() + 3600
+            )
+            await shop.join(circle)
+            await shop.offer(
+                circle,
+                product="oil",
+                tiers=[(10, 100), (30, 80)],
+                capacity=100,
+                valid_until=ann.now() + 7200,
+            )
+            await ann.syncer.sync(circle, shop.transport.peer_id)
+            pledges = [
+                protocol.seal(
+                    protocol.Pledge(
+                        circle=circle,
+                        seq=1,
+                        quantity=5,
+                        max_price=150,
+                        currency="EUR",
+                        tolerance=0,
+                        created=ann.now(),
+                    ),
+                    m,
+                )
+                for m in members
+            ]
+            for env in pledges:
+                await ann.transport.publish(circle_topic(circle), env.data)
+                assert shop._take(env)
+            view = shop.circle(circle)
+            assert view.best_offer is not None and view.best_offer.unit_price == 80
+            subset = protocol.CircleState.from_envelopes(
+                view.charter,
+                [*[e for e in shop.envelopes(circle) if e.kind == "offer"], *pledges[:2]],
+                now=shop.now(),
+            ).certificate()
+            assert subset.unit_price == 100
+            dear = protocol.seal(subset, members[0])
+            # Every rule the certificate carries holds: only the whole view tells.
+            protocol.verify_certificate(dear, **view.certificate_inputs(subset))
+            with pytest.raises(CertificateSuperseded) as refused:
+                await shop.countersign(dear, sync=0)
+            assert refused.value.reason == "dearer-than-view"
+            fair = protocol.seal(view.certificate(), members[0])
+            deal = await shop.countersign(fair, sync=0)
+            assert deal.message.unit_price == 80
