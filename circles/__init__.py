@@ -24,12 +24,15 @@ from ._node import EventStream as EventStream
 from ._node import Node as Node
 from ._node import NodeError as NodeError
 from ._node import TransportFactory as TransportFactory
+from ._node_core import CertificateSuperseded as CertificateSuperseded
 from ._node_events import CircleDiscovered as CircleDiscovered
 from ._node_events import CircleUpdated as CircleUpdated
+from ._node_events import EnvelopeSetAside as EnvelopeSetAside
 from ._node_events import NodeEvent as NodeEvent
 from ._node_events import Refused as Refused
 from ._simulate import SimulationOutcome as SimulationOutcome
 from ._simulate import simulate as simulate
+from ._store import SetAside as SetAside
 from ._store import Store as Store
 from ._store import StoredEnvelope as StoredEnvelope
 from ._store import StoreError as StoreError
@@ -55,10 +58,12 @@ __all__ = [
     "auction_result",
     "AuctionOutcome",
     "CapacityFor",
+    "CertificateSuperseded",
     "CircleDiscovered",
     "CirclesError",
     "CircleUpdated",
     "DeskStatistics",
+    "EnvelopeSetAside",
     "EventStream",
     "generate_identity",
     "HaggleError",
@@ -84,6 +89,7 @@ __all__ = [
     "SeenCache",
     "SeenCacheStatistics",
     "SessionView",
+    "SetAside",
     "simulate",
     "SimulationOutcome",
     "Store",

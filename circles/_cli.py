@@ -202,6 +202,10 @@ def _daemon_command(args: argparse.Namespace) -> int:
             f"node {result['public_key']} is up: {result['peers']} peers, "
             f"{result['circles']} circles ({result['joined']} joined)\n"
             + "\n".join(f"  {a}" for a in result["addresses"])
+            + "".join(
+                f"\n  set aside {e['id'][:16]} of circle {e['circle'][:16]}: {e['reason']}"
+                for e in result.get("set_aside", ())
+            )
         )
     print(json.dumps(result) if args.json else text)
     return 0

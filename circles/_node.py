@@ -50,7 +50,7 @@ from ._node_core import NodeError, log
 from ._node_events import CircleUpdated, EventStream, NodeEvent
 from ._node_intake import _Intake, _LogView
 from ._node_own import _GossipPacer, _OwnMoves
-from ._store import Store, StoredEnvelope
+from ._store import SetAside, Store, StoredEnvelope
 from ._syncer import Syncer
 from ._topics import ANNOUNCE_TOPIC, circle_topic
 from ._transport import PeerEventKind, PeerId, Transport, TransportError
@@ -152,6 +152,10 @@ class Node(_Intake, _OwnMoves, _Certificates):
         # a node that many peers ask at once would fetch the same envelopes
         # from each of them.
         self._pulling: set[bytes] = set()
+        # Envelopes whose apply raised (kept, left out; see _Intake._put_aside),
+        # and circles whose clock could not move (see _Intake._stall).
+        self._set_aside: dict[bytes, SetAside] = {}
+        self._stalled: set[bytes] = set()
         self._anti_entropy_turn = int.from_bytes(identity.public_key[:4], "big")
         self.refused = 0
 
@@ -280,7 +284,21 @@ class Node(_Intake, _OwnMoves, _Certificates):
         if circle not in self._states:
             return []
         wanted = None if kinds is None else frozenset(kinds)
-        return [s for s in store.envelopes(circle) if wanted is None or s.kind in wanted]
+        return [
+            s
+            for s in store.envelopes(circle)
+            if (wanted is None or s.kind in wanted) and s.id not in self._set_aside
+        ]
+
+    def set_aside(self) -> list[SetAside]:
+        """Stored envelopes the node could not apply, oldest first (each with its reason).
+
+        Applying an envelope to its circle raised: a fault in the circle's rules
+        (a refusal is an event, never an exception). The node kept the envelope,
+        logged it, rebuilt the circle without it and went on; it leaves it out
+        at every start, and neither serves nor forwards it. Report it as a bug.
+        """
+        return sorted(self._set_aside.values(), key=lambda e: (e.since, e.id))
 
     def log_entry(self, message_id: bytes) -> StoredEnvelope | None:
         """One envelope of any circle's log, by message id, or None if the node lacks it."""
@@ -289,8 +307,13 @@ class Node(_Intake, _OwnMoves, _Certificates):
 
     # -------------------------------------------------------- background
     def _replay(self) -> None:
+        """Rebuild every circle from the store; an envelope whose apply raises is set
+        aside (see :meth:`set_aside`) and the rest loads, so a restart never fails on one."""
         assert self._store is not None
         self._joined = set(self._store.joined_circles())
+        for entry in self._store.set_aside_envelopes():
+            self._set_aside[entry.id] = entry
+            self._refused_ids.add(entry.id)
         for charter in self._store.charters():
             try:
                 envelope = protocol.decode(charter.data)
@@ -298,7 +321,8 @@ class Node(_Intake, _OwnMoves, _Certificates):
                 log.warning("store holds an invalid charter (%s); skipped", exc.reason)
                 continue
             self._apply(envelope, replay=True)
-            self._load(charter.id, replay=True)
+            if charter.id in self._states:  # not if the charter itself was set aside
+                self._load(charter.id, replay=True)
 
     async def _subscribe(self, circle: bytes) -> None:
         if circle in self._subscribed:
@@ -361,9 +385,25 @@ class Node(_Intake, _OwnMoves, _Certificates):
                 self._store.flush()
             now = self.now()
             for circle, state in list(self._states.items()):
+                if circle in self._stalled:
+                    continue
                 due = state.next_deadline()
                 if due is not None and due <= now:
-                    for event in state.advance(now):
+                    try:
+                        events = state.advance(now)
+                    except Exception as exc:
+                        # A fault in the circle's rules; the state may be half-moved.
+                        log.error(
+                            "circle %s could not move to the present time (%s: %s); "
+                            "rebuilding it from its log. This is a bug in buying-circles: "
+                            "please report it",
+                            circle.hex()[:12],
+                            type(exc).__name__,
+                            exc,
+                        )
+                        self._rebuild(circle)
+                        events = []
+                    for event in events:
                         self._emit(CircleUpdated(circle=circle, event=event))
                     self._signal()
 

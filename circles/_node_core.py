@@ -25,14 +25,14 @@ from protocol import Envelope
 from ._errors import CirclesError
 from ._node_admission import RecentlyStored, RefusedIds
 from ._node_events import NodeEvent, Refused
-from ._store import Store, StoredEnvelope
+from ._store import SetAside, Store, StoredEnvelope
 from ._syncer import Syncer
 from ._transport import Transport
 
 if TYPE_CHECKING:
     from ._node_own import _GossipPacer
 
-__all__ = ["NodeError"]
+__all__ = ["CertificateSuperseded", "NodeError"]
 
 log = logging.getLogger("circles.node")
 
@@ -41,6 +41,15 @@ class NodeError(CirclesError):
     """A node call that cannot be done as asked (see ``reason``)."""
 
     reason = "node-error"
+
+
+class CertificateSuperseded(NodeError):
+    """A vendor's node will not countersign: the certificate names a pledge its member
+    has replaced or withdrawn (``superseded``), or a key that equivocated
+    (``equivocator``), or the vendor's own view clears the offer at a cheaper tier
+    (``dearer-than-view``). Final: a newer certificate is needed."""
+
+    reason = "superseded"
 
 
 class _NodeCore:
@@ -70,6 +79,8 @@ class _NodeCore:
     _assembled: set[bytes]
     _assemble_delay: float
     _gossip: _GossipPacer
+    _set_aside: dict[bytes, SetAside]
+    _stalled: set[bytes]
 
     if TYPE_CHECKING:
         # Defined by the other parts; declared here so each part type-checks alone.
@@ -145,6 +156,10 @@ class _NodeCore:
 
     def _stored_charter_first(self, circle: bytes) -> list[StoredEnvelope]:
         """A circle's stored envelopes in arrival order, but the charter first, so
-        whoever applies them has the circle's rules before anything else."""
+        whoever applies them has the circle's rules before anything else; not those
+        set aside (the node neither applies nor serves them)."""
         assert self._store is not None
-        return sorted(self._store.envelopes(circle), key=lambda s: s.kind != "charter")
+        return sorted(
+            (s for s in self._store.envelopes(circle) if s.id not in self._set_aside),
+            key=lambda s: s.kind != "charter",
+        )

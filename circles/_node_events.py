@@ -9,7 +9,14 @@ import trio
 
 import protocol
 
-__all__ = ["CircleDiscovered", "CircleUpdated", "EventStream", "NodeEvent", "Refused"]
+__all__ = [
+    "CircleDiscovered",
+    "CircleUpdated",
+    "EnvelopeSetAside",
+    "EventStream",
+    "NodeEvent",
+    "Refused",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +51,21 @@ class Refused(NodeEvent):
     """The machine-readable reason of the refusal."""
     peer: str
     """The peer it came from."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeSetAside(NodeEvent):
+    """Applying a stored envelope to its circle failed; it is kept but left out.
+
+    A fault in the circle's rules, not a refusal: the node logs it once, keeps
+    the envelope (see :meth:`Node.set_aside`), rebuilds the circle's state
+    without it and goes on. Read the circle's state again: it was rebuilt.
+    """
+
+    envelope: bytes
+    """The message id of the envelope set aside."""
+    reason: str
+    """What went wrong, in words."""
 
 
 class EventStream:

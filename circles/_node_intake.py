@@ -15,6 +15,11 @@ validator's verdict is what decides whether gossipsub forwards, and peers
 that hear the circle only through this node may still lack it. It is neither
 decoded with its signature nor stored, applied or reported again; the
 transports' seen-caches stop copies of one message from looping.
+
+Applying never stops the node: if ``CircleState.apply`` raises (a fault in
+the rules; refusals are events), the envelope is set aside (kept, recorded
+in the store, logged once, left out at every start, neither served nor
+forwarded) and the circle's state is rebuilt from its log without it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from protocol import Envelope
 from ._node_admission import AdmissionRefused, check_admissible, circle_of
 from ._node_certificates import _certificate_key
 from ._node_core import _NodeCore, log
-from ._node_events import CircleDiscovered, CircleUpdated
+from ._node_events import CircleDiscovered, CircleUpdated, EnvelopeSetAside
+from ._store import SetAside, StoreError
 from ._transport import MAX_GOSSIP_MESSAGE, PeerId, Verdict
 
 __all__ = ["MAX_FUTURE_SKEW"]
@@ -89,6 +95,9 @@ class _Intake(_NodeCore):
             return Verdict.REJECT
         assert self._store is not None
         message_id = protocol.envelope_id(data)
+        if message_id in self._set_aside:
+            # Our fault, not the sender's (see _put_aside): dropped, not held against it.
+            return Verdict.IGNORE
         if message_id in self._refused_ids:
             return Verdict.REJECT  # refused for good before, and counted then
         if message_id in self._store:
@@ -242,11 +251,15 @@ class _Intake(_NodeCore):
     def _apply(self, envelope: Envelope[Any], *, replay: bool = False) -> None:
         message = envelope.message
         circle = circle_of(envelope)
-        if circle is None:
+        if circle is None or envelope.id in self._set_aside:
             return
         if isinstance(message, protocol.Charter):
             if circle not in self._states:
-                self._states[circle] = protocol.CircleState(envelope)
+                try:
+                    self._states[circle] = protocol.CircleState(envelope)
+                except Exception as exc:  # a fault in protocol: the node goes on without it
+                    self._put_aside(envelope, circle, exc)
+                    return
                 if not replay:
                     self._emit(CircleDiscovered(circle=circle, charter=envelope))
                     self._load(circle, replay=False)
@@ -255,25 +268,117 @@ class _Intake(_NodeCore):
         state = self._states.get(circle)
         if state is None:
             return  # kept in the store; applied when the charter arrives
+        if not self._apply_to(state, circle, envelope, replay=replay):
+            self._rebuild(circle)
+        self._signal()
+
+    def _apply_to(
+        self, state: Any, circle: bytes, envelope: Envelope[Any], *, replay: bool
+    ) -> bool:
+        """Apply one envelope to ``state``; False if that raised and it was set aside.
+
+        Whatever ``CircleState.apply`` raises, the node goes on: an exception
+        there is a fault in the circle's rules (refusals are events), and it
+        may have left ``state`` half-updated, so the caller rebuilds it.
+        """
+        message = envelope.message
         if isinstance(message, protocol.Offer) and envelope.signer == self.public_key:
             self._my_offers.add(envelope.id)
         if isinstance(message, protocol.Certificate):
             self._certificates.setdefault(circle, []).append(envelope)
             if envelope.signer == self.public_key:
                 self._assembled.add(_certificate_key(message))
+        # A stalled circle's time stays where it is: moving it is what raised.
+        now = 0 if circle in self._stalled else self.now()
+        try:
+            events = state.apply(envelope, now)
+        except Exception as exc:
+            self._put_aside(envelope, circle, exc)
+            return False
+        self._forget_dropped(state)
+        if not replay:
+            for event in events:
+                self._emit(CircleUpdated(circle=circle, event=event))
             if (
-                not replay
+                isinstance(message, protocol.Certificate)
                 and self._auto_countersign
                 and message.offer in self._my_offers
                 and self._nursery is not None
             ):
                 self._nursery.start_soon(self._countersign_quietly, envelope)
-        events = state.apply(envelope, self.now())
-        self._forget_dropped(state)
-        for event in events:
-            if not replay:
-                self._emit(CircleUpdated(circle=circle, event=event))
-        self._signal()
+        return True
+
+    def _put_aside(self, envelope: Envelope[Any], circle: bytes, exc: Exception) -> None:
+        """Set aside an envelope whose apply raised: kept, logged once, out of the state.
+
+        Recorded in the store (so a restart leaves it out too, instead of
+        failing on it again) and among the refused ids (so no copy of it is
+        taken or forwarded). Its id stays in the store, so sync does not fetch
+        it again, but the node does not serve it.
+        """
+        assert self._store is not None
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        log.error(
+            "could not apply %s %s of circle %s (%s); set it aside, the rest of the "
+            "circle goes on without it. This is a bug in buying-circles: please report it",
+            envelope.kind,
+            envelope.id.hex()[:12],
+            circle.hex()[:12],
+            reason,
+            exc_info=exc,
+        )
+        try:
+            entry = self._store.set_aside(envelope.id, circle, reason, now=self.now())
+        except StoreError as store_exc:
+            # Still left out while the node runs; a restart meets it again.
+            log.error("could not record the set-aside envelope: %s", store_exc)
+            entry = SetAside(id=envelope.id, circle=circle, reason=reason, since=self.now())
+        self._set_aside[envelope.id] = entry
+        self._refused_ids.add(envelope.id)
+        self._emit(EnvelopeSetAside(circle=circle, envelope=envelope.id, reason=reason))
+
+    def _rebuild(self, circle: bytes) -> None:
+        """Build ``circle``'s state afresh from its stored envelopes minus those set aside.
+
+        After an apply raised, the state may be half-updated: a fresh one is
+        the only sure state. Each envelope whose apply raises again is set
+        aside too and the build starts over, so this ends (each round sets one
+        more aside). No events are reported for the envelopes applied again:
+        they were reported when they came; ``EnvelopeSetAside`` tells the app
+        to read the state afresh.
+        """
+        charter = self._states[circle].charter
+        now = self.now()
+        while True:
+            state = protocol.CircleState(charter)
+            self._states[circle] = state
+            self._certificates.pop(circle, None)
+            try:
+                # Time first, alone: a fault here is not any envelope's.
+                state.advance(now)
+            except Exception as exc:
+                self._stall(circle, exc)
+                state = protocol.CircleState(charter)
+                self._states[circle] = state
+            if all(
+                self._apply_to(state, circle, envelope, replay=True)
+                for envelope in self._admitted_stored(circle)
+            ):
+                return
+
+    def _stall(self, circle: bytes, exc: Exception) -> None:
+        """Letting time pass raised for ``circle``: stop advancing it (logged once)."""
+        if circle in self._stalled:
+            return
+        self._stalled.add(circle)
+        log.error(
+            "circle %s cannot move to the present time (%s: %s); its deadlines no longer "
+            "take effect on this node. This is a bug in buying-circles: please report it",
+            circle.hex()[:12],
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
 
     def _forget_dropped(self, state: protocol.CircleState) -> None:
         """Forget what the circle's caps dropped (docs/protocol.md, Caps).
@@ -290,8 +395,16 @@ class _Intake(_NodeCore):
         self._store.discard(dropped)
 
     def _load(self, circle: bytes, *, replay: bool) -> None:
-        """Apply a known circle's stored envelopes (not its charter), and forget those
-        its log does not admit.
+        """Apply a known circle's stored envelopes (not its charter, nor those set aside)."""
+        state = self._states[circle]
+        for envelope in self._admitted_stored(circle):
+            if not self._apply_to(state, circle, envelope, replay=replay):
+                self._rebuild(circle)
+                return
+
+    def _admitted_stored(self, circle: bytes) -> list[Envelope[Any]]:
+        """A known circle's stored envelopes but its charter and those set aside, decoded;
+        those its log does not admit are forgotten.
 
         Only a store that an older version filled holds such envelopes (it
         kept every kind, and kept messages before their charter): they must
@@ -300,8 +413,9 @@ class _Intake(_NodeCore):
         assert self._store is not None
         charter = self._states[circle].charter
         junk: list[bytes] = []
+        admitted: list[Envelope[Any]] = []
         for stored in self._store.envelopes(circle):
-            if stored.kind == "charter":
+            if stored.kind == "charter" or stored.id in self._set_aside:
                 continue
             try:
                 envelope = protocol.decode(stored.data)
@@ -312,7 +426,7 @@ class _Intake(_NodeCore):
                 log.debug("forgetting stored %s: %s", stored.id.hex()[:12], exc)
                 junk.append(stored.id)
                 continue
-            self._apply(envelope, replay=replay)
+            admitted.append(envelope)
         if junk:
             removed = self._store.discard(junk)
             log.info(
@@ -320,6 +434,7 @@ class _Intake(_NodeCore):
                 removed,
                 circle.hex()[:12],
             )
+        return admitted
 
 
 class _LogView:

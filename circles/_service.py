@@ -94,6 +94,11 @@ class Service:
             "circles": len(node.circles()),
             "joined": len(node.joined()),
             "vendor": self.vendor,
+            # Envelopes the node could not apply (a bug to report; see Node.set_aside).
+            "set_aside": [
+                {"id": e.id.hex(), "circle": e.circle.hex(), "reason": e.reason}
+                for e in node.set_aside()
+            ],
         }
 
     async def op_stop(self) -> dict[str, Any]:

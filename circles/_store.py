@@ -31,8 +31,9 @@ counter), though one node per directory is the intended use.
 
 This module holds :class:`Store`: batching, locking and the life cycle. The
 SQL lives in its parts: the file, schema and transactions in
-:mod:`circles._store_db`, the envelope log in :mod:`circles._store_log`, and
-the member's own pledge counters in :mod:`circles._store_own`.
+:mod:`circles._store_db`, the envelope log (and the envelopes the node set aside, see
+:meth:`Store.set_aside`) in :mod:`circles._store_log`, and the member's own
+pledge counters in :mod:`circles._store_own`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ import protocol
 from ._store_db import STORE_FILE, StoreError, _create_schema, _prepare, _transaction
 from ._store_log import (
     _COLUMNS,
+    _SET_ASIDE_QUERY,
+    SetAside,
     StoredEnvelope,
     _check_envelope,
     _delete,
@@ -58,10 +61,12 @@ from ._store_log import (
     _insert,
     _positioned,
     _record,
+    _set_aside,
+    _set_aside_record,
 )
 from ._store_own import _check_circle, _next_seq, _raise_counters
 
-__all__ = ["STORE_FILE", "Store", "StoreError", "StoredEnvelope"]
+__all__ = ["STORE_FILE", "SetAside", "Store", "StoreError", "StoredEnvelope"]
 
 
 class Store:
@@ -241,6 +246,30 @@ class Store:
             self._commit(db, [], [])
             with _transaction(db, self._path):
                 return _delete(db, wanted)
+
+    def set_aside(
+        self, message_id: bytes, circle: bytes, reason: str, *, now: int | None = None
+    ) -> SetAside:
+        """Record durably that the node could not apply envelope ``message_id``; returns the record.
+
+        The envelope itself stays stored (its id still counts as held, so sync
+        does not fetch it again); the node leaves it out of the circle's state
+        and does not serve it. Recording one twice keeps the first record.
+        """
+        _check_circle(circle)
+        entry = SetAside(
+            id=message_id, circle=circle, reason=reason, since=_now() if now is None else now
+        )
+        with self._lock:
+            db = self._open_db()
+            self._commit(db, [], [])
+            with _transaction(db, self._path):
+                _set_aside(db, entry)
+        return entry
+
+    def set_aside_envelopes(self) -> list[SetAside]:
+        """Every envelope set aside (see :meth:`set_aside`), oldest first."""
+        return [_set_aside_record(r) for r in self._query(_SET_ASIDE_QUERY, ())]
 
     def flush(self) -> None:
         """Commit the received envelopes still waiting in the batch."""

@@ -21,7 +21,7 @@ __all__ = ["SCHEMA_VERSION", "STORE_FILE", "StoreError"]
 #: Name of the database file inside a data directory.
 STORE_FILE = "store.sqlite3"
 #: Schema version kept in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE envelopes (
@@ -48,6 +48,21 @@ CREATE TABLE joined (
 ) WITHOUT ROWID;
 """
 
+#: Each later schema version's statements, applied in order to a store made at
+#: the version before it (and after ``_SCHEMA`` to a new one). A step only adds.
+_STEPS: dict[int, str] = {
+    # 2: envelopes the node could not apply (an exception in the circle's rules):
+    # the envelope stays in ``envelopes``; this row keeps it out of the state.
+    2: """
+CREATE TABLE set_aside (
+    id     BLOB PRIMARY KEY,         -- the envelope's id (its row stays in envelopes)
+    circle BLOB NOT NULL,
+    reason TEXT NOT NULL,            -- what went wrong, for the member to read
+    since  INTEGER NOT NULL          -- seconds since the epoch
+) WITHOUT ROWID;
+""",
+}
+
 
 class StoreError(CirclesError):
     """The store cannot be opened or written, or was used after close()."""
@@ -56,10 +71,21 @@ class StoreError(CirclesError):
 
 
 def _create_schema(db: sqlite3.Connection) -> None:
-    for statement in _SCHEMA.split(";"):
+    _run(db, _SCHEMA)
+    _upgrade(db, 1)
+
+
+def _upgrade(db: sqlite3.Connection, version: int) -> None:
+    """Bring a store at schema ``version`` up to :data:`SCHEMA_VERSION`, step by step."""
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        _run(db, _STEPS[step])
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _run(db: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _prepare(db: sqlite3.Connection, path: Path) -> None:
@@ -79,6 +105,8 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if version == 0:
                 _create_schema(db)
+            elif version < SCHEMA_VERSION:
+                _upgrade(db, version)
             elif version != SCHEMA_VERSION:
                 raise StoreError(
                     f"{path} has schema version {version}, newer than this library's "

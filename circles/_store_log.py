@@ -16,7 +16,7 @@ import protocol
 
 from ._node_admission import circle_of
 
-__all__ = ["StoredEnvelope"]
+__all__ = ["SetAside", "StoredEnvelope"]
 
 #: Ids per ``IN (...)`` query; below SQLite's historical 999-variable limit.
 _CHUNK = 500
@@ -123,3 +123,36 @@ def _check_envelope(envelope: object) -> None:
             f"the store keeps verified envelopes (protocol.Envelope from protocol.decode or "
             f"protocol.seal), not {type(envelope).__name__}"
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetAside:
+    """A stored envelope the node could not apply: kept, but out of its circle's state.
+
+    The node sets an envelope aside when applying it to its circle raised (a
+    fault in the circle's rules, not a refusal, which is an event). It is not
+    applied at start, served by sync, forwarded or fetched again.
+    """
+
+    id: bytes
+    """The envelope's message id (the envelope stays in the store)."""
+    circle: bytes
+    """The circle it belongs to."""
+    reason: str
+    """What went wrong, in words."""
+    since: int
+    """When it was set aside, in seconds since the epoch."""
+
+
+def _set_aside(db: sqlite3.Connection, entry: SetAside) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO set_aside (id, circle, reason, since) VALUES (?, ?, ?, ?)",
+        (entry.id, entry.circle, entry.reason, entry.since),
+    )
+
+
+_SET_ASIDE_QUERY = "SELECT id, circle, reason, since FROM set_aside ORDER BY since, id"
+
+
+def _set_aside_record(row: tuple[bytes, bytes, str, int]) -> SetAside:
+    return SetAside(id=row[0], circle=row[1], reason=row[2], since=row[3])
