@@ -32,7 +32,7 @@ from ._transport import Transport
 if TYPE_CHECKING:
     from ._node_own import _GossipPacer
 
-__all__ = ["NodeError"]
+__all__ = ["NodeError", "OwnHistoryUnknown", "PledgeRefused"]
 
 log = logging.getLogger("circles.node")
 
@@ -41,6 +41,24 @@ class NodeError(CirclesError):
     """A node call that cannot be done as asked (see ``reason``)."""
 
     reason = "node-error"
+
+
+class PledgeRefused(NodeError):
+    """A pledge or withdrawal the circle would not count, so the node does not sign it.
+
+    ``reason``: ``closed`` (a deal closed the circle), ``cancelled``,
+    ``expired``, ``late`` (past the pledge deadline), ``above-ceiling``, or
+    ``no-pledge`` (a withdrawal with no pledge of ours to withdraw).
+    """
+
+    reason = "pledge-refused"
+
+
+class OwnHistoryUnknown(NodeError):
+    """The store cannot tell which sequence numbers this key already signed in a circle,
+    and no peer answered in time to show it: signing could equivocate."""
+
+    reason = "own-history-unknown"
 
 
 class _NodeCore:

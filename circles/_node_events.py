@@ -9,7 +9,14 @@ import trio
 
 import protocol
 
-__all__ = ["CircleDiscovered", "CircleUpdated", "EventStream", "NodeEvent", "Refused"]
+__all__ = [
+    "CircleDiscovered",
+    "CircleUpdated",
+    "EventStream",
+    "NodeEvent",
+    "OwnHistoryRecovered",
+    "Refused",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +51,22 @@ class Refused(NodeEvent):
     """The machine-readable reason of the refusal."""
     peer: str
     """The peer it came from."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OwnHistoryRecovered(NodeEvent):
+    """Peers showed pledges this key signed in the circle that the store had no record of.
+
+    The store is new or was emptied, but the identity had pledged here
+    before: the node now counts above those pledges, so it never signs a
+    sequence number twice. The member's earlier pledge (if it is the latest)
+    still counts as it was.
+    """
+
+    highest_seq: int
+    """The highest sequence number this key had signed in the circle, as the log shows."""
+    peers: int
+    """How many peers answered the sync that brought it back."""
 
 
 class EventStream:

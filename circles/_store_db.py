@@ -62,7 +62,8 @@ def _create_schema(db: sqlite3.Connection) -> None:
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def _prepare(db: sqlite3.Connection, path: Path) -> None:
+def _prepare(db: sqlite3.Connection, path: Path) -> bool:
+    """Make ``db`` ready; True if it held no store and the schema was created now."""
     try:
         db.execute("PRAGMA busy_timeout = 10000")
         (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -77,7 +78,8 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
             (version,) = db.execute("PRAGMA user_version").fetchone()
-            if version == 0:
+            created = int(version) == 0
+            if created:
                 _create_schema(db)
             elif version != SCHEMA_VERSION:
                 raise StoreError(
@@ -94,6 +96,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
             f"{path} is not a usable store ({exc}); move it away to start afresh",
             reason="unreadable",
         ) from None
+    return created
 
 
 @contextmanager
