@@ -94,6 +94,8 @@ class Service:
             "circles": len(node.circles()),
             "joined": len(node.joined()),
             "vendor": self.vendor,
+            # "emptied": the store file was empty at start, its history gone (see Node).
+            "store": node.store_condition,
         }
 
     async def op_stop(self) -> dict[str, Any]:

@@ -11,7 +11,10 @@ pledges with one number would make every peer exclude it as an equivocator.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -148,3 +151,49 @@ async def test_an_intact_store_is_the_truth_and_needs_no_peer(tmp_path: Path) ->
     async with make_node(tmp_path, 0) as founder:
         assert founder.store_condition == "intact"
         assert (await founder.pledge(circle, 2, max_price=100)).message.seq == 2
+
+
+async def test_a_peer_that_does_not_hold_the_circle_cannot_vouch(tmp_path: Path) -> None:
+    """Connected, but only to a node that never heard of the circle: still refused."""
+    async with founder_and_member(tmp_path) as (founder, circle, _):
+        charter = founder.circle(circle).charter
+    lose_store(tmp_path / "node-1", how="deleted")
+    with Store.open(tmp_path / "node-1") as store:
+        store.put(charter)
+        store.mark_joined(circle)
+    async with make_node(tmp_path, 2) as stranger, make_node(tmp_path, 1) as member:
+        await member.connect(stranger.addresses()[0])
+        with trio.fail_after(60), pytest.raises(OwnHistoryUnknown, match="no peer answered"):
+            await member.pledge(circle, 4, max_price=450)
+        assert member._running_store().counted(circle) is None
+
+
+CIRCLES = [sys.executable, "-m", "circles._cli"]
+LOOPBACK = ["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]
+
+
+def run(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [*CIRCLES, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done
+
+
+def test_circles_up_says_loudly_that_an_emptied_store_lost_the_history(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "n")
+    first = run("up", "--data-dir", data_dir, *LOOPBACK)
+    assert "warning" not in first.stdout
+    run("down", "--data-dir", data_dir, timeout=60)
+    (Path(data_dir) / STORE_FILE).write_bytes(b"")
+    try:
+        again = run("up", "--data-dir", data_dir, *LOOPBACK)
+        assert "warning: the store file was empty" in again.stdout
+        assert "sequence numbers included, is gone" in again.stdout
+        status = json.loads(run("status", "--data-dir", data_dir, "--json").stdout)
+        assert status["store"] == "emptied"
+        assert "sequence numbers" in (Path(data_dir) / "node.log").read_text()
+    finally:
+        subprocess.run(
+            [*CIRCLES, "down", "--data-dir", data_dir], capture_output=True, timeout=60, check=False
+        )
