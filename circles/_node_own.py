@@ -91,12 +91,29 @@ class _OwnMoves(_NodeCore):
         """Pledge to buy ``quantity`` at a unit price of at most ``max_price``.
 
         On disk before it returns and before it is published; a later pledge
-        supersedes it, and quantity 0 withdraws. Raises :class:`PledgeRefused`
+        supersedes it, and quantity 0 withdraws (:meth:`withdraw` also checks
+        that there is a pledge to withdraw). Raises :class:`PledgeRefused`
         when the circle would not count it (closed, cancelled, expired, past
-        its deadline, above its ceiling, or a withdrawal with no pledge), and
-        :class:`OwnHistoryUnknown` when this store never pledged in the circle
-        and no peer answers to show what this key signed there before.
+        its deadline, above its ceiling), and :class:`OwnHistoryUnknown` when
+        this store never pledged in the circle and no peer answers to show
+        what this key signed there before.
         """
+        return await self._pledge(
+            circle, quantity, max_price=max_price, tolerance=tolerance, withdrawing=False
+        )
+
+    async def withdraw(self, circle: bytes) -> Envelope[protocol.Pledge]:
+        """Withdraw from a circle (a pledge of quantity 0).
+
+        Raises :class:`PledgeRefused` with reason ``no-pledge`` when this key
+        has no pledge in the circle to withdraw, and as :meth:`pledge` does
+        when the circle no longer counts pledges.
+        """
+        return await self._pledge(circle, 0, max_price=0, tolerance=0, withdrawing=True)
+
+    async def _pledge(
+        self, circle: bytes, quantity: int, *, max_price: int, tolerance: int, withdrawing: bool
+    ) -> Envelope[protocol.Pledge]:
         state = self.circle(circle)
         charter: protocol.Charter = state.charter.message
         if circle not in self._joined:
@@ -106,13 +123,16 @@ class _OwnMoves(_NodeCore):
                 f"max_price {max_price} is above the circle's ceiling {charter.ceiling}",
                 reason="above-ceiling",
             )
-        self._check_counts(circle, quantity)
+        store = self._running_store()
+        # A store that never counted here may lack our pledge: look after recovery.
+        counted = store.counted(circle) is not None
+        self._check_counts(circle, quantity, withdrawing=withdrawing and counted)
         async with self._own_lock:
-            store = self._running_store()
             if store.counted(circle) is None:
                 await self._recover_own_history(circle)
-                # What sync brought may close the circle, or hold the pledge to withdraw.
-                self._check_counts(circle, quantity)
+            # What sync brought, or another call while we waited for the lock,
+            # may have closed the circle or taken the pledge to withdraw.
+            self._check_counts(circle, quantity, withdrawing=withdrawing)
             seq = store.reserve_seq(circle, signer=self.public_key)
             pledge = protocol.Pledge(
                 circle=circle,
@@ -127,16 +147,7 @@ class _OwnMoves(_NodeCore):
         await self._gossip_pledge(circle, envelope.data)
         return envelope
 
-    async def withdraw(self, circle: bytes) -> Envelope[protocol.Pledge]:
-        """Withdraw from a circle (a pledge of quantity 0).
-
-        Raises :class:`PledgeRefused` with reason ``no-pledge`` when this key
-        has no pledge in the circle to withdraw, and as :meth:`pledge` does
-        when the circle no longer counts pledges.
-        """
-        return await self.pledge(circle, 0, max_price=0)
-
-    def _check_counts(self, circle: bytes, quantity: int) -> None:
+    def _check_counts(self, circle: bytes, quantity: int, *, withdrawing: bool) -> None:
         """Raise :class:`PledgeRefused` unless the circle would count this pledge now.
 
         The node's clock decides the deadline, not the state's last tick: the
@@ -170,7 +181,7 @@ class _OwnMoves(_NodeCore):
                 "would not count (the pledges made by then stand)",
                 reason="late",
             )
-        if quantity == 0 and not self._has_pledge(circle):
+        if withdrawing and not self._has_pledge(circle):
             raise PledgeRefused(
                 f"you have no pledge in circle {_short(circle)} to withdraw",
                 reason="no-pledge",

@@ -109,6 +109,24 @@ async def test_a_member_whose_store_was_lost_pledges_above_its_old_sequence_numb
         )
 
 
+async def test_a_member_whose_store_was_lost_can_withdraw_its_old_pledge(tmp_path: Path) -> None:
+    """The store no longer holds the pledge to withdraw: recovery brings it back first."""
+    async with founder_and_member(tmp_path) as (founder, circle, old_seq):
+        lose_store(tmp_path / "node-1", how="truncated")
+        async with make_node(tmp_path, 1) as member:
+            await member.connect(founder.addresses()[0])
+            with trio.fail_after(30):
+                await member.join(circle)
+            withdrawal = await member.withdraw(circle)
+            assert withdrawal.message.seq == old_seq + 1
+            assert withdrawal.message.quantity == 0
+            with trio.fail_after(30):
+                await founder.wait_until(
+                    lambda: member.public_key not in founder.circle(circle).live_pledges()
+                )
+            assert member.public_key not in founder.circle(circle).equivocators()
+
+
 async def test_first_pledge_on_a_lost_store_is_refused_when_no_peer_can_tell(
     tmp_path: Path,
 ) -> None:

@@ -160,9 +160,11 @@ async def test_a_withdrawal_needs_a_pledge_to_withdraw(
         error = await refused(alice.withdraw(circle), "no-pledge")
         assert "no pledge" in str(error)
         assert alice._running_store().counted(circle) == 0
+        # The raw protocol move, a pledge of quantity 0, is still signed when asked for.
+        assert (await alice.pledge(circle, 0, max_price=0)).message.seq == 1
         await alice.pledge(circle, 2, max_price=100)
         withdrawal = await alice.withdraw(circle)
-        assert withdrawal.message.quantity == 0 and withdrawal.message.seq == 2
+        assert withdrawal.message.quantity == 0 and withdrawal.message.seq == 3
         await refused(alice.withdraw(circle), "no-pledge")
         # A pledge the circle does not count yet (invite-only, not admitted) can be withdrawn.
         club = await found(alice, title="Club", invite_only=True)
