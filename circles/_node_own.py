@@ -3,7 +3,13 @@
 Messages the node signs are on disk, committed, before the call that made
 them returns and before they are published; a pledge's sequence number is
 reserved durably before it is signed, so a crash can never make the node sign
-two pledges with one sequence number. Own pledges are gossiped within a
+two pledges with one sequence number. A store that never counted in a circle
+(it is new, was emptied, or the key pledged there from another store) first
+fetches the circle's log from peers and counts above every pledge this key
+signed there, or refuses: losing the store must not make the member an
+equivocator. Pledges and withdrawals the circle would not count (closed,
+cancelled, expired, late, nothing to withdraw) are refused, not signed.
+Own pledges are gossiped within a
 budget (:class:`_GossipPacer`); past it only each circle's latest unsent
 pledge is gossiped as the budget refills, and peers fetch the superseded ones
 by sync, in bulk.

@@ -29,6 +29,12 @@ both styles is safe. Several processes may open one data directory (SQLite
 locks the file; ``reserve_seq`` takes the write lock before reading the
 counter), though one node per directory is the intended use.
 
+A store whose file was lost says so (:attr:`Store.condition`: ``"new"``
+when there was no file, ``"emptied"`` when the file was there but empty), and
+a circle it never counted in has no counter (:meth:`Store.counted` is None):
+the node then recovers the member's own history from peers before signing
+there (see :mod:`circles._node_own`).
+
 This module holds :class:`Store`: batching, locking and the life cycle. The
 SQL lives in its parts: the file, schema and transactions in
 :mod:`circles._store_db`, the envelope log in :mod:`circles._store_log`, and
