@@ -33,7 +33,8 @@ def test_init_only_reexports(package: str) -> None:
         ok = isinstance(node, ast.ImportFrom | ast.Import)
         ok = ok or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
         ok = ok or (
-            isinstance(node, ast.Assign | ast.AnnAssign) and ast.unparse(node).startswith("__all__")
+            isinstance(node, ast.Assign | ast.AnnAssign)
+            and ast.unparse(node).startswith("__all__")
         )
         assert ok, f"{package}/__init__.py does more than re-export: {ast.unparse(node)}"
 
@@ -54,20 +55,8 @@ def test_protocol_imports_no_io() -> None:
 
 
 def test_protocol_sources_are_sans_io() -> None:
-    forbidden_modules = {
-        "trio",
-        "libp2p",
-        "sqlite3",
-        "socket",
-        "asyncio",
-        "threading",
-        "circles",
-        "random",
-        "time",
-        "datetime",
-        "os",
-        "secrets",
-    }
+    forbidden_modules = {"trio", "libp2p", "sqlite3", "socket", "asyncio", "threading",
+                         "circles", "random", "time", "datetime", "os", "secrets"}
     for path in (ROOT / "protocol").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):

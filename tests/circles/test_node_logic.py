@@ -83,7 +83,9 @@ async def test_buyers_and_a_vendor_close_a_deal(
         assert deal.message.unit_price == 4200 and deal.message.total == 10
 
 
-async def test_state_survives_a_restart(tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+async def test_state_survives_a_restart(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
     network = MemoryNetwork(seed=2)
     async with nodes(tmp_path, 1, network) as (alice,):
         circle = await alice.found_circle(
@@ -116,12 +118,8 @@ async def test_late_joiner_catches_up_through_sync(
             await bob.pledge(circle, q, max_price=250)
         async with contextlib.AsyncExitStack() as stack:
             carol = await stack.enter_async_context(
-                Node(
-                    ident(9),
-                    tmp_path / "carol",
-                    transport=network.open_transport,
-                    clock=lambda: EPOCH + trio.current_time(),
-                )
+                Node(ident(9), tmp_path / "carol", transport=network.open_transport,
+                     clock=lambda: EPOCH + trio.current_time())
             )
             await carol.connect(alice.addresses()[0])
             with trio.fail_after(30):

@@ -16,12 +16,7 @@ BOB = Identity.from_seed(bytes(range(1, 33)))
 
 def pledge(**changes: object) -> Pledge:
     fields: dict[str, object] = dict(
-        circle=b"\x11" * 32,
-        seq=1,
-        quantity=3,
-        max_price=1200,
-        currency="EUR",
-        tolerance=0,
+        circle=b"\x11" * 32, seq=1, quantity=3, max_price=1200, currency="EUR", tolerance=0,
         created=1_700_000_000,
     )
     fields.update(changes)
