@@ -23,17 +23,21 @@ from ._memnet import MemoryNetwork as MemoryNetwork
 from ._node import EventStream as EventStream
 from ._node import Node as Node
 from ._node import NodeError as NodeError
+from ._node import OwnHistoryUnknown as OwnHistoryUnknown
+from ._node import PledgeRefused as PledgeRefused
 from ._node import TransportFactory as TransportFactory
 from ._node_core import CertificateSuperseded as CertificateSuperseded
 from ._node_events import CircleDiscovered as CircleDiscovered
 from ._node_events import CircleUpdated as CircleUpdated
 from ._node_events import EnvelopeSetAside as EnvelopeSetAside
 from ._node_events import NodeEvent as NodeEvent
+from ._node_events import OwnHistoryRecovered as OwnHistoryRecovered
 from ._node_events import Refused as Refused
 from ._simulate import SimulationOutcome as SimulationOutcome
 from ._simulate import simulate as simulate
 from ._store import SetAside as SetAside
 from ._store import Store as Store
+from ._store import StoreCondition as StoreCondition
 from ._store import StoredEnvelope as StoredEnvelope
 from ._store import StoreError as StoreError
 from ._strategies import Action as Action
@@ -79,6 +83,9 @@ __all__ = [
     "NodeError",
     "NodeEvent",
     "open_libp2p_transport",
+    "OwnHistoryRecovered",
+    "OwnHistoryUnknown",
+    "PledgeRefused",
     "quote_requests",
     "Refused",
     "RelativeTitForTat",
@@ -93,6 +100,7 @@ __all__ = [
     "simulate",
     "SimulationOutcome",
     "Store",
+    "StoreCondition",
     "StoredEnvelope",
     "StoreError",
     "Strategy",

@@ -189,6 +189,7 @@ def _daemon_command(args: argparse.Namespace) -> int:
             timeout=args.timeout,
         )
         text = f"node {result['public_key']} is up (pid {result['pid']}, log {result['log']})"
+        text += _store_warning(result)
     elif args.command == "down":
         stopped = stop_background(args.data_dir, timeout=args.timeout)
         result = {"stopped": stopped}
@@ -206,9 +207,22 @@ def _daemon_command(args: argparse.Namespace) -> int:
                 f"\n  set aside {e['id'][:16]} of circle {e['circle'][:16]}: {e['reason']}"
                 for e in result.get("set_aside", ())
             )
+            + _store_warning(result)
         )
     print(json.dumps(result) if args.json else text)
     return 0
+
+
+def _store_warning(status: dict[str, object]) -> str:
+    """A loud line when the node found its store file empty at start (else nothing)."""
+    if status.get("store") != "emptied":
+        return ""
+    return (
+        "\nwarning: the store file was empty when the node started: this member's history "
+        "on this machine, pledges and their sequence numbers included, is gone. The node "
+        "fetches each circle's log from peers before pledging there again; restore "
+        "store.sqlite3 from a backup instead if you have one."
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

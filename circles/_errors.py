@@ -8,7 +8,9 @@
     ├── TransportError: the network cannot do what was asked (circles._transport)
     │   └── RequestFailed: a direct request got no valid response
     ├── NodeError: a node call that cannot be done as asked (circles._node)
-    │   └── CertificateSuperseded: a certificate names a pledge replaced since
+    │   ├── CertificateSuperseded: a certificate names a pledge replaced since
+    │   ├── PledgeRefused: a pledge or withdrawal the circle would not count
+    │   └── OwnHistoryUnknown: no peer can show what this key signed before
     ├── HaggleError: a negotiation frame or move refused (circles._haggle)
     ├── StrategyError: a strategy asked for a move beyond its limits (circles._strategies)
     ├── ControlError: the local control socket cannot be used (circles._control)

@@ -46,16 +46,23 @@ from protocol import Envelope
 
 from ._node_admission import RecentlyStored, RefusedIds
 from ._node_certificates import _Certificates
-from ._node_core import NodeError, log
+from ._node_core import NodeError, OwnHistoryUnknown, PledgeRefused, log
 from ._node_events import CircleUpdated, EventStream, NodeEvent
 from ._node_intake import _Intake, _LogView
 from ._node_own import _GossipPacer, _OwnMoves
-from ._store import SetAside, Store, StoredEnvelope
+from ._store import SetAside, Store, StoreCondition, StoredEnvelope
 from ._syncer import Syncer
 from ._topics import ANNOUNCE_TOPIC, circle_topic
 from ._transport import PeerEventKind, PeerId, Transport, TransportError
 
-__all__ = ["EventStream", "Node", "NodeError", "TransportFactory"]
+__all__ = [
+    "EventStream",
+    "Node",
+    "NodeError",
+    "OwnHistoryUnknown",
+    "PledgeRefused",
+    "TransportFactory",
+]
 
 TransportFactory = Callable[[protocol.Identity], contextlib.AbstractAsyncContextManager[Transport]]
 """Opens a transport for an identity, e.g. ``MemoryNetwork().open_transport``."""
@@ -170,6 +177,7 @@ class Node(_Intake, _OwnMoves, _Certificates):
                 self.data_dir.mkdir(parents=True, exist_ok=True)
                 self._store = Store.open(self.data_dir)
             stack.callback(self._store.close)
+            self._report_store_condition()
             self._nursery = await stack.enter_async_context(trio.open_nursery())
             # Exit order (last in, first out): the transport closes first, with
             # nothing cancelled yet, then the node's own tasks are cancelled.
@@ -212,6 +220,38 @@ class Node(_Intake, _OwnMoves, _Certificates):
             channel.close()
         stack, self._stack = self._stack, None
         await stack.__aexit__(None, None, None)
+
+    @property
+    def store_condition(self) -> StoreCondition:
+        """How the node found its store at start (see :attr:`Store.condition`).
+
+        ``"emptied"`` means the store file was there but empty: this member's
+        history on this machine, its pledges and their sequence numbers
+        included, is gone. ``"new"`` is a first start in this data directory,
+        which is also what a deleted store looks like. Either way the node
+        fetches a circle's log from peers before its first pledge there, and
+        counts above any pledge this key signed before (see :meth:`pledge`).
+        """
+        return self._running_store().condition
+
+    def _report_store_condition(self) -> None:
+        assert self._store is not None
+        condition = self._store.condition
+        if condition == "emptied":
+            log.error(
+                "the store %s was there but empty (0 bytes or no tables): this member's history "
+                "on this machine, its pledges and their sequence numbers included, is gone. "
+                "Starting with an empty store; before pledging in a circle again the node "
+                "fetches the circle's log from peers and counts above every pledge this key "
+                "signed there. Restore the file from a backup instead if you have one.",
+                self._store.path,
+            )
+        elif condition == "new":
+            log.info(
+                "first start in %s: a new store; if this key was used before with another "
+                "store, its pledges come back from peers before the node pledges again",
+                self.data_dir,
+            )
 
     # ----------------------------------------------------------- network
     def addresses(self) -> list[str]:

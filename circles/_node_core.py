@@ -32,7 +32,7 @@ from ._transport import Transport
 if TYPE_CHECKING:
     from ._node_own import _GossipPacer
 
-__all__ = ["CertificateSuperseded", "NodeError"]
+__all__ = ["CertificateSuperseded", "NodeError", "OwnHistoryUnknown", "PledgeRefused"]
 
 log = logging.getLogger("circles.node")
 
@@ -50,6 +50,24 @@ class CertificateSuperseded(NodeError):
     (``dearer-than-view``). Final: a newer certificate is needed."""
 
     reason = "superseded"
+
+
+class PledgeRefused(NodeError):
+    """A pledge or withdrawal the circle would not count, so the node does not sign it.
+
+    ``reason``: ``closed`` (a deal closed the circle), ``cancelled``,
+    ``expired``, ``late`` (past the pledge deadline), ``above-ceiling``, or
+    ``no-pledge`` (a withdrawal with no pledge of ours to withdraw).
+    """
+
+    reason = "pledge-refused"
+
+
+class OwnHistoryUnknown(NodeError):
+    """The store cannot tell which sequence numbers this key already signed in a circle,
+    and no peer answered in time to show it: signing could equivocate."""
+
+    reason = "own-history-unknown"
 
 
 class _NodeCore:

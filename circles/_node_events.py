@@ -15,6 +15,7 @@ __all__ = [
     "EnvelopeSetAside",
     "EventStream",
     "NodeEvent",
+    "OwnHistoryRecovered",
     "Refused",
 ]
 
@@ -66,6 +67,22 @@ class EnvelopeSetAside(NodeEvent):
     """The message id of the envelope set aside."""
     reason: str
     """What went wrong, in words."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OwnHistoryRecovered(NodeEvent):
+    """Peers showed pledges this key signed in the circle that the store had no record of.
+
+    The store is new or was emptied, but the identity had pledged here
+    before: the node now counts above those pledges, so it never signs a
+    sequence number twice. The member's earlier pledge (if it is the latest)
+    still counts as it was.
+    """
+
+    highest_seq: int
+    """The highest sequence number this key had signed in the circle, as the log shows."""
+    peers: int
+    """How many peers answered the sync that brought it back."""
 
 
 class EventStream:

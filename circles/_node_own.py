@@ -3,7 +3,13 @@
 Messages the node signs are on disk, committed, before the call that made
 them returns and before they are published; a pledge's sequence number is
 reserved durably before it is signed, so a crash can never make the node sign
-two pledges with one sequence number. Own pledges are gossiped within a
+two pledges with one sequence number. A store that never counted in a circle
+(it is new, was emptied, or the key pledged there from another store) first
+fetches the circle's log from peers and counts above every pledge this key
+signed there, or refuses: losing the store must not make the member an
+equivocator. Pledges and withdrawals the circle would not count (closed,
+cancelled, expired, late, nothing to withdraw) are refused, not signed.
+Own pledges are gossiped within a
 budget (:class:`_GossipPacer`); past it only each circle's latest unsent
 pledge is gossiped as the budget refills, and peers fetch the superseded ones
 by sync, in bulk.
@@ -12,6 +18,7 @@ by sync, in bulk.
 from __future__ import annotations
 
 import contextlib
+import datetime
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -20,9 +27,10 @@ import trio
 import protocol
 from protocol import Envelope
 
-from ._node_core import NodeError, _NodeCore
+from ._node_core import NodeError, OwnHistoryUnknown, PledgeRefused, _NodeCore, log
+from ._node_events import OwnHistoryRecovered
 from ._topics import ANNOUNCE_TOPIC, circle_topic
-from ._transport import TransportError
+from ._transport import PeerId, TransportError
 
 __all__: list[str] = []
 
@@ -89,23 +97,49 @@ class _OwnMoves(_NodeCore):
         """Pledge to buy ``quantity`` at a unit price of at most ``max_price``.
 
         On disk before it returns and before it is published; a later pledge
-        supersedes it, and quantity 0 withdraws.
+        supersedes it, and quantity 0 withdraws (:meth:`withdraw` also checks
+        that there is a pledge to withdraw). Raises :class:`PledgeRefused`
+        when the circle would not count it (closed, cancelled, expired, past
+        its deadline, above its ceiling), and :class:`OwnHistoryUnknown` when
+        this store never pledged in the circle and no peer answers to show
+        what this key signed there before.
         """
+        return await self._pledge(
+            circle, quantity, max_price=max_price, tolerance=tolerance, withdrawing=False
+        )
+
+    async def withdraw(self, circle: bytes) -> Envelope[protocol.Pledge]:
+        """Withdraw from a circle (a pledge of quantity 0).
+
+        Raises :class:`PledgeRefused` with reason ``no-pledge`` when this key
+        has no pledge in the circle to withdraw, and as :meth:`pledge` does
+        when the circle no longer counts pledges.
+        """
+        return await self._pledge(circle, 0, max_price=0, tolerance=0, withdrawing=True)
+
+    async def _pledge(
+        self, circle: bytes, quantity: int, *, max_price: int, tolerance: int, withdrawing: bool
+    ) -> Envelope[protocol.Pledge]:
         state = self.circle(circle)
         charter: protocol.Charter = state.charter.message
         if circle not in self._joined:
             raise NodeError("join the circle before pledging", reason="not-joined")
-        now = self.now()
-        if quantity and now > charter.deadline:
-            raise NodeError("the circle's pledge deadline has passed", reason="late")
         if quantity and charter.ceiling is not None and max_price > charter.ceiling:
-            raise NodeError(
+            raise PledgeRefused(
                 f"max_price {max_price} is above the circle's ceiling {charter.ceiling}",
                 reason="above-ceiling",
             )
+        store = self._running_store()
+        # A store that never counted here may lack our pledge: look after recovery.
+        counted = store.counted(circle) is not None
+        self._check_counts(circle, quantity, withdrawing=withdrawing and counted)
         async with self._own_lock:
-            assert self._store is not None
-            seq = self._store.reserve_seq(circle)
+            if store.counted(circle) is None:
+                await self._recover_own_history(circle)
+            # What sync brought, or another call while we waited for the lock,
+            # may have closed the circle or taken the pledge to withdraw.
+            self._check_counts(circle, quantity, withdrawing=withdrawing)
+            seq = store.reserve_seq(circle, signer=self.public_key)
             pledge = protocol.Pledge(
                 circle=circle,
                 seq=seq,
@@ -113,15 +147,119 @@ class _OwnMoves(_NodeCore):
                 max_price=max_price if quantity else 0,
                 currency=charter.currency,
                 tolerance=tolerance if quantity else 0,
-                created=now,
+                created=self.now(),
             )
             envelope = await self._sign_own(pledge)
         await self._gossip_pledge(circle, envelope.data)
         return envelope
 
-    async def withdraw(self, circle: bytes) -> Envelope[protocol.Pledge]:
-        """Withdraw from a circle (a pledge of quantity 0)."""
-        return await self.pledge(circle, 0, max_price=0)
+    def _check_counts(self, circle: bytes, quantity: int, *, withdrawing: bool) -> None:
+        """Raise :class:`PledgeRefused` unless the circle would count this pledge now.
+
+        The node's clock decides the deadline, not the state's last tick: the
+        state moves on only when the node hands it the time.
+        """
+        state = self.circle(circle)
+        what = "a pledge" if quantity else "a withdrawal"
+        deal = state.deal
+        if deal is not None:
+            raise PledgeRefused(
+                f"circle {_short(circle)} was closed by a deal on {_when(deal.message.created)}; "
+                f"pledges no longer count there, so {what} was not signed",
+                reason="closed",
+            )
+        if state.status is protocol.CircleStatus.CANCELLED:
+            raise PledgeRefused(
+                f"circle {_short(circle)} is cancelled (its founder signed two different "
+                f"extensions); pledges no longer count there, so {what} was not signed",
+                reason="cancelled",
+            )
+        deadline = state.deadline
+        if state.status is protocol.CircleStatus.EXPIRED:
+            raise PledgeRefused(
+                f"circle {_short(circle)} expired on {_when(deadline)} without a deal; "
+                f"pledges no longer count there, so {what} was not signed",
+                reason="expired",
+            )
+        if self.now() > deadline:
+            raise PledgeRefused(
+                f"the circle's pledge deadline passed on {_when(deadline)}: {what} made now "
+                "would not count (the pledges made by then stand)",
+                reason="late",
+            )
+        if withdrawing and not self._has_pledge(circle):
+            raise PledgeRefused(
+                f"you have no pledge in circle {_short(circle)} to withdraw",
+                reason="no-pledge",
+            )
+
+    def _has_pledge(self, circle: bytes) -> bool:
+        """True if this key's latest pledge in the circle is not a withdrawal.
+
+        Not only a live pledge: one the circle does not count yet (an
+        invite-only circle that has not admitted us) may still be withdrawn.
+        """
+        if self.public_key in self.circle(circle).live_pledges():
+            return True
+        latest: protocol.Pledge | None = None
+        for stored in self._running_store().envelopes(circle):
+            if stored.kind != "pledge" or stored.signer != self.public_key:
+                continue
+            message = protocol.decode_unverified(stored.data).message
+            if isinstance(message, protocol.Pledge) and (
+                latest is None or message.seq > latest.seq
+            ):
+                latest = message
+        return latest is not None and latest.quantity > 0
+
+    async def _recover_own_history(self, circle: bytes) -> None:
+        """Fetch the circle's log from every peer before this store first pledges there.
+
+        The store never counted in this circle: it is new, or was emptied, or
+        this key pledged there from another store. Whatever this key signed
+        there before is in the peers' logs; once it is here, ``reserve_seq``
+        counts above it. Refuses (:class:`OwnHistoryUnknown`) when no peer
+        holding the circle answers within the bound: a guess could equivocate.
+        """
+        store = self._running_store()
+        peers = sorted(p for p in self.transport.peers() if self.syncer.serves_sync(p))
+        bound = self.syncer.timeout * 2
+        answered: list[PeerId] = []
+
+        async def ask(peer: PeerId) -> None:
+            try:
+                await self.syncer.sync(circle, peer, strict=True)
+            except TransportError as exc:
+                log.info("peer %s did not bring back own history: %s", peer, exc)
+            else:
+                answered.append(peer)
+
+        if peers:
+            with trio.move_on_after(bound):
+                async with trio.open_nursery() as nursery:
+                    for peer in peers:
+                        nursery.start_soon(ask, peer)
+        if not answered:
+            raise OwnHistoryUnknown(
+                f"this node's store has no record of pledges in circle {_short(circle)} (the "
+                "store is new or was emptied), and this key may have pledged there before; "
+                f"{'no peer is connected' if not peers else 'no peer answered'} to show "
+                f"which sequence numbers it used (waited {bound:g} s), and signing one twice "
+                "would exclude you from the circle. Connect to a member of the circle "
+                "(`circles connect ADDRESS`) and try again",
+                reason="own-history-unknown",
+            )
+        highest = store.highest_signed(circle, self.public_key)
+        if highest:
+            log.warning(
+                "this key had signed pledges up to sequence number %d in circle %s, which this "
+                "store had no record of; they came back from %d peers, and the next pledge "
+                "counts above them",
+                highest,
+                circle.hex()[:16],
+                len(answered),
+            )
+            self._emit(OwnHistoryRecovered(circle=circle, highest_seq=highest, peers=len(answered)))
 
     async def offer(
         self,
@@ -196,6 +334,15 @@ class _OwnMoves(_NodeCore):
             pacer.take(trio.current_time())
             with contextlib.suppress(TransportError):
                 await self.transport.publish(circle_topic(circle), data)
+
+
+def _short(circle: bytes) -> str:
+    return circle.hex()[:16] + "…"
+
+
+def _when(timestamp: int) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 class _GossipPacer:

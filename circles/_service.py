@@ -99,6 +99,8 @@ class Service:
                 {"id": e.id.hex(), "circle": e.circle.hex(), "reason": e.reason}
                 for e in node.set_aside()
             ],
+            # "emptied": the store file was empty at start, its history gone (see Node).
+            "store": node.store_condition,
         }
 
     async def op_stop(self) -> dict[str, Any]:

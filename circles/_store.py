@@ -29,6 +29,12 @@ both styles is safe. Several processes may open one data directory (SQLite
 locks the file; ``reserve_seq`` takes the write lock before reading the
 counter), though one node per directory is the intended use.
 
+A store whose file was lost says so (:attr:`Store.condition`: ``"new"``
+when there was no file, ``"emptied"`` when the file was there but empty), and
+a circle it never counted in has no counter (:meth:`Store.counted` is None):
+the node then recovers the member's own history from peers before signing
+there (see :mod:`circles._node_own`).
+
 This module holds :class:`Store`: batching, locking and the life cycle. The
 SQL lives in its parts: the file, schema and transactions in
 :mod:`circles._store_db`, the envelope log (and the envelopes the node set aside, see
@@ -45,7 +51,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import protocol
 
@@ -64,9 +70,12 @@ from ._store_log import (
     _set_aside,
     _set_aside_record,
 )
-from ._store_own import _check_circle, _next_seq, _raise_counters
+from ._store_own import _check_circle, _counted, _highest_signed, _next_seq, _raise_counters
 
-__all__ = ["STORE_FILE", "SetAside", "Store", "StoreError", "StoredEnvelope"]
+__all__ = ["STORE_FILE", "SetAside", "Store", "StoreCondition", "StoreError", "StoredEnvelope"]
+
+#: How :meth:`Store.open` found the data directory's file (see :attr:`Store.condition`).
+StoreCondition = Literal["new", "emptied", "intact", "memory"]
 
 
 class Store:
@@ -80,9 +89,11 @@ class Store:
         max_batch: int,
         max_delay: float,
         clock: Callable[[], float],
+        condition: StoreCondition = "intact",
     ) -> None:
         self._db: sqlite3.Connection | None = connection
         self._path = path
+        self._condition: StoreCondition = condition
         self._max_batch = max_batch
         self._max_delay = max_delay
         self._clock = clock
@@ -117,6 +128,7 @@ class Store:
                 f"cannot create data directory {root}: {exc.strerror}", reason="unwritable"
             ) from None
         path = root / STORE_FILE
+        existed = path.exists()
         try:
             # Autocommit mode: transactions are opened explicitly below, so
             # nothing is committed or left open behind the store's back.
@@ -124,11 +136,16 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {path}: {exc}", reason="unreadable") from None
         try:
-            _prepare(db, path)
+            created = _prepare(db, path)
         except BaseException:
             db.close()
             raise
-        return cls(db, path, max_batch=max_batch, max_delay=max_delay, clock=clock)
+        condition: StoreCondition = "intact"
+        if created:
+            condition = "emptied" if existed else "new"
+        return cls(
+            db, path, max_batch=max_batch, max_delay=max_delay, clock=clock, condition=condition
+        )
 
     @classmethod
     def open_memory(
@@ -147,12 +164,31 @@ class Store:
             raise ValueError("max_batch must be at least 1 and max_delay at least 0")
         db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         _create_schema(db)
-        return cls(db, Path(":memory:"), max_batch=max_batch, max_delay=max_delay, clock=clock)
+        return cls(
+            db,
+            Path(":memory:"),
+            max_batch=max_batch,
+            max_delay=max_delay,
+            clock=clock,
+            condition="memory",
+        )
 
     @property
     def path(self) -> Path:
         """The database file."""
         return self._path
+
+    @property
+    def condition(self) -> StoreCondition:
+        """How :meth:`open` found the file: whether an earlier history may be gone.
+
+        ``"new"``: there was no store file (a first start in this data
+        directory); ``"emptied"``: the file was there but held no store (0
+        bytes, or no tables): whatever it held is gone, the member's pledges
+        and their sequence numbers included; ``"intact"``: an existing store;
+        ``"memory"``: :meth:`open_memory`.
+        """
+        return self._condition
 
     # -- writes --------------------------------------------------------------
 
@@ -201,8 +237,9 @@ class Store:
 
         Sign the pledge only after this returns: a number is never handed out
         twice, even across crashes (a crash may skip one). With ``signer``, the
-        number is also above every pledge of that key already in the store, for
-        a node whose counter was lost but whose pledges came back through sync.
+        number is also above every pledge of that key already in the store
+        (inside misbehaviour proofs too), for a node whose counter was lost but
+        whose pledges came back through sync.
         """
         _check_circle(circle)
         with self._lock:
@@ -210,6 +247,26 @@ class Store:
             self._commit(db, [], [])
             with _transaction(db, self._path):
                 return _next_seq(db, circle, signer)
+
+    def counted(self, circle: bytes) -> int | None:
+        """The highest pledge sequence number counted for ``circle``, or None if none ever was.
+
+        None means this store never reserved a number in the circle, nor
+        founded it: the member's key may still have pledged there from another
+        store (one that was lost), which only the circle's log on peers can show.
+        """
+        _check_circle(circle)
+        with self._lock:
+            return _counted(self._readable(), circle)
+
+    def highest_signed(self, circle: bytes, signer: bytes) -> int:
+        """The highest sequence number among ``signer``'s pledges in ``circle``'s log (0: none).
+
+        Pledges carried inside stored misbehaviour proofs count too.
+        """
+        _check_circle(circle)
+        with self._lock:
+            return _highest_signed(self._readable(), circle, signer)
 
     def mark_joined(self, circle: bytes, *, now: int | None = None) -> None:
         """Remember durably that this node takes part in ``circle`` (idempotent)."""

@@ -88,7 +88,8 @@ def _run(db: sqlite3.Connection, script: str) -> None:
             db.execute(statement)
 
 
-def _prepare(db: sqlite3.Connection, path: Path) -> None:
+def _prepare(db: sqlite3.Connection, path: Path) -> bool:
+    """Make ``db`` ready; True if it held no store and the schema was created now."""
     try:
         db.execute("PRAGMA busy_timeout = 10000")
         (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -103,7 +104,8 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
             (version,) = db.execute("PRAGMA user_version").fetchone()
-            if version == 0:
+            created = int(version) == 0
+            if created:
                 _create_schema(db)
             elif version < SCHEMA_VERSION:
                 _upgrade(db, version)
@@ -122,6 +124,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
             f"{path} is not a usable store ({exc}); move it away to start afresh",
             reason="unreadable",
         ) from None
+    return created
 
 
 @contextmanager

@@ -124,11 +124,13 @@ class Syncer:
             SyncEnvelopes(circle=frame.circle, envelopes=tuple(out), more=more)
         )
 
-    async def sync(self, circle: bytes, peer: PeerId) -> int:
+    async def sync(self, circle: bytes, peer: PeerId, *, strict: bool = False) -> int:
         """One sync round for ``circle`` with ``peer``; returns new envelopes taken.
 
         Raises :class:`TransportError` if the peer cannot be asked; a peer that
-        answers with invalid frames makes the round end early.
+        answers with invalid frames makes the round end early, or, if
+        ``strict``, raises :class:`TransportError` (reason ``bad-answer``):
+        for a caller that must know the peer's log was read.
         """
         self.rounds += 1
         ids = self._log.ids(circle) or set()
@@ -137,11 +139,20 @@ class Syncer:
         )
         if isinstance(answer, SyncInSync):
             return 0
+        if strict and not isinstance(answer, SyncSummary):
+            # A peer that does not hold the circle answers with no envelopes.
+            raise TransportError(
+                f"peer {peer} does not serve the circle's log", reason="bad-answer"
+            )
         taken = 0
         for _ in range(_MAX_FETCH_ROUNDS):
             ids = self._log.ids(circle) or set()
             answer = await self._ask(peer, SyncFetch(circle=circle, have=id_prefixes(ids)))
             if not isinstance(answer, SyncEnvelopes) or answer.circle != circle:
+                if strict:
+                    raise TransportError(
+                        f"peer {peer} sent no envelopes of the circle", reason="bad-answer"
+                    )
                 return taken
             new = 0
             for data in answer.envelopes:
