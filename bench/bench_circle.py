@@ -390,13 +390,13 @@ def deals_setup(
     for cert in certificates:
         state.apply(widened(cert), T0 + 10)
     for i in range(deals):
-        cert = certificates[i % len(certificates)].message
+        named = certificates[i % len(certificates)].message
         deal = Deal(
             circle=circle.id,
             certificate=certificates[i % len(certificates)].id,
-            unit_price=cert.unit_price,
-            currency=cert.currency,
-            total=cert.total,
+            unit_price=named.unit_price,
+            currency=named.currency,
+            total=named.total,
             created=T0 + 500 + i // len(certificates),
         )
         state.apply(widened(seal(deal, vendor)), T0 + 10)

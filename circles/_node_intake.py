@@ -383,15 +383,14 @@ class _Intake(_NodeCore):
     def _forget_dropped(self, state: protocol.CircleState) -> None:
         """Forget what the circle's caps dropped (docs/protocol.md, Caps).
 
-        A cap drops a message from every larger set too, so the store discards
-        it, sync never serves it, and a copy sent again is refused unread.
+        The store discards it and sync no longer serves it. It is not
+        remembered as refused: a deal that arrives later may pin it (the
+        lock), and then a copy that sync brings again is kept.
         """
         dropped = state.take_dropped()
         if not dropped:
             return
         assert self._store is not None
-        for message_id in dropped:
-            self._refused_ids.add(message_id)
         self._store.discard(dropped)
 
     def _load(self, circle: bytes, *, replay: bool) -> None:

@@ -1,11 +1,16 @@
 """Caps: how much of each kind a circle keeps, per key and per circle.
 
 Theory of operation: every cap keeps the best few of a group by a total
-order fixed in the protocol, never "first come". Such a rule is *monotone*:
-a message dropped from a set is dropped from every larger set, so a node may
-forget what its state drops (the store discards it, sync never fetches it
-again) and still hold exactly what a node that saw everything holds. The
-state stays a function of the set of messages, in every order.
+order fixed in the protocol, never "first come". One exception is the lock:
+what a held deal's held certificate names (its pledges and its offer), and a
+certificate a held deal is over, are kept beyond their caps, so that no party
+to a deal undoes it with more of its own messages; and a vendor with a
+counted offer needs no place among the deal signers. A message dropped
+*before* the deal that pins it arrived is therefore not dropped from every
+larger set: a node discards what its state drops but does not remember it as
+refused, and sync brings it back. The state is a function of the set once
+every message has also been delivered after the deal that pins it (at most
+two more deliveries: tests/protocol/test_circle_caps_properties.py).
 
 Per circle, where the group is "keys", keys are ranked by a lottery fixed
 per circle: BLAKE2b-256 of the circle id and the key, smallest first. It
@@ -17,7 +22,7 @@ the next issue's topic). The numbers are published in docs/protocol.md.
 from __future__ import annotations
 
 import hashlib
-from bisect import insort
+from bisect import bisect_left, insort
 
 __all__ = [
     "CERTIFICATES_PER_KEY",
@@ -89,6 +94,12 @@ class KeyLottery:
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, bytes) and lottery_rank(self._circle, key) in self._keys
+
+    def remove(self, key: bytes) -> None:
+        """Free ``key``'s place (it no longer needs one)."""
+        rank = lottery_rank(self._circle, key)
+        if self._keys.pop(rank, None) is not None:
+            del self._ranks[bisect_left(self._ranks, rank)]
 
     def admit(self, key: bytes) -> tuple[bool, bytes | None]:
         """(whether ``key`` is kept, the key that lost its place to it or None)."""

@@ -92,6 +92,9 @@ class CircleState(CircleView):
         self._dropped: list[bytes] = []
         # The vendor's one counted offer; (cheapest tier price, offer id) of each, sorted.
         self._offer_of: dict[bytes, Envelope[Offer]] = {}
+        # Offers no longer counted (a newer one of the vendor, or the vendor cap)
+        # but kept because a held deal's certificate names them: the lock.
+        self._pinned_offers: dict[bytes, Envelope[Offer]] = {}
         self._floors: list[tuple[int, bytes]] = []
         self._proof_envs: dict[bytes, bytes] = {}
         self._by_id: dict[bytes, Envelope[Pledge]] = {}
@@ -152,6 +155,9 @@ class CircleState(CircleView):
             self._seen.add(envelope.id)
         dropped = len(self._dropped)
         kind = self._dispatch(envelope, events)
+        # A message a cap dropped may be pinned by a deal that comes later: taken
+        # again when it is delivered again, not ignored as seen.
+        self._seen.difference_update(self._dropped[dropped:])
         if any(d != envelope.id for d in self._dropped[dropped:]):
             kind = Input.CAPPED
         return self._settle(events, kind)
@@ -234,7 +240,8 @@ class CircleState(CircleView):
             return Input.IGNORED
         member = env.signer
         if not self._take_pledge(env, events):
-            return Input.IGNORED
+            # Outside the key's window, but a deal may pin it (then it is held).
+            return Input.PLEDGE if env.id in self._by_id else Input.IGNORED
         self._check_named(env.id)
         at_seq = [e for e in self._pledges[member] if e.message.seq == p.seq]
         if len(at_seq) > 1:
@@ -395,7 +402,10 @@ class CircleState(CircleView):
         member = env.signer
         kept, lost = self._pledgers.admit(member)
         if not kept:
-            self._cap_refuse(env, events, "circle-full", "the circle keeps no more pledging keys")
+            if not self._hold_pinned(env):
+                self._cap_refuse(
+                    env, events, "circle-full", "the circle keeps no more pledging keys"
+                )
             return False
         if lost is not None:
             self._drop_member(lost, events)
@@ -403,12 +413,14 @@ class CircleState(CircleView):
         seq = env.message.seq
         seqs = {e.message.seq for e in envs}
         if seq not in seqs and len(seqs) >= caps.PLEDGE_SEQS_PER_KEY and seq < min(seqs):
-            self._cap_refuse(env, events, "seq-cap", "this key holds newer pledges")
+            if not self._hold_pinned(env):
+                self._cap_refuse(env, events, "seq-cap", "this key holds newer pledges")
             return False
         at_seq = [e for e in envs if e.message.seq == seq]
         if len(at_seq) >= caps.PLEDGES_PER_SEQ and env.id > at_seq[-1].id:
             # The key equivocated already at this seq; a third pledge proves nothing more.
-            self._cap_refuse(env, events, "equivocator", "this key equivocated at this seq")
+            if not self._hold_pinned(env):
+                self._cap_refuse(env, events, "equivocator", "this key equivocated at this seq")
             return False
         insort(envs, env, key=lambda e: (e.message.seq, e.id))
         self._by_id[env.id] = env
@@ -420,9 +432,7 @@ class CircleState(CircleView):
             gone += [e for e in envs if e.message.seq == low]
         for old in gone:
             envs.remove(old)
-            del self._by_id[old.id]
-            self._dropped.append(old.id)
-            self._check_named(old.id)
+            self._release(old.id)
         if gone:
             self._record_proof(member, events)
         return True
@@ -430,11 +440,61 @@ class CircleState(CircleView):
     def _drop_member(self, member: bytes, events: list[CircleEvent]) -> None:
         """Forget every pledge of a key that lost its place in the circle's key cap."""
         for old in self._pledges.pop(member, []):
-            del self._by_id[old.id]
-            self._dropped.append(old.id)
-            self._check_named(old.id)
+            self._release(old.id)
         self._record_proof(member, events)
         self._refresh(member, events)
+
+    # The lock: what a held deal's held certificate names (its pledges, its
+    # offer) is kept even where a cap would drop it, so that no party to a deal
+    # undoes it with more of its own messages. A message dropped before the deal
+    # that pins it arrived is gone from this state; the node does not remember
+    # cap drops as refusals, so sync brings it back (docs/circles.md, Caps).
+
+    def _pinned(self, message_id: bytes) -> bool:
+        return any(self._deals_over.get(c) for c in self._certs_naming.get(message_id, ()))
+
+    def _hold_pinned(self, env: Envelope[Pledge]) -> bool:
+        """Hold a pledge outside its key's window when a deal pins it."""
+        if not self._pinned(env.id):
+            return False
+        self._by_id[env.id] = env
+        self._check_named(env.id)
+        return True
+
+    def _in_window(self, env: Envelope[Pledge]) -> bool:
+        return any(e.id == env.id for e in self._pledges.get(env.signer, ()))
+
+    def _release(self, message_id: bytes) -> None:
+        """Drop a pledge or offer that neither its cap nor a deal keeps any more."""
+        if self._pinned(message_id):
+            return
+        pledge = self._by_id.get(message_id)
+        if pledge is not None and not self._in_window(pledge):
+            del self._by_id[message_id]
+            self._dropped.append(message_id)
+            self._check_named(message_id)
+        if self._pinned_offers.pop(message_id, None) is not None:
+            self._dropped.append(message_id)
+            self._check_named(message_id)
+
+    def _release_certificate(self, cert_id: bytes) -> None:
+        """A certificate no held deal is over any more: its cap and its names' caps apply."""
+        env = self._certificates.get(cert_id)
+        if env is None:
+            return
+        signer = env.signer
+        rank = (env.message.created, env.id)
+        newer = sum(
+            1
+            for c in self._certificates.values()
+            if c.signer == signer and (c.message.created, c.id) > rank
+        )
+        if newer >= caps.CERTIFICATES_PER_KEY or signer not in self._cert_signers:
+            self._drop_certificate(env)
+            return
+        cert = env.message
+        for named in (cert.offer, *(a.pledge for a in cert.allocations)):
+            self._release(named)
 
     def _take_invite(self, env: Envelope[Invite], events: list[CircleEvent]) -> bool:
         inviter = env.signer
@@ -469,16 +529,23 @@ class CircleState(CircleView):
         vendor = env.signer
         kept, lost = self._vendors.admit(vendor)
         if not kept:
+            if self._pin_offer(env):
+                return Input.OFFER
             self._cap_refuse(env, events, "circle-full", "the circle keeps no more vendors")
             return Input.IGNORED
         if lost is not None:
             self._drop_offer(self._offer_of.pop(lost))
+            self._vendor_leaves(lost)
         old = self._offer_of.get(vendor)
         if old is not None:
             if (old.message.created, old.id) > (env.message.created, env.id):
+                if self._pin_offer(env):
+                    return Input.OFFER
                 self._cap_refuse(env, events, "superseded", "this vendor has a newer offer")
                 return Input.IGNORED
             self._drop_offer(old)
+        if old is None:
+            self._vendor_joins(vendor)
         self._offer_of[vendor] = env
         self._offers[env.id] = env
         insort(self._floors, (min(t.unit_price for t in env.message.tiers), env.id))
@@ -486,30 +553,52 @@ class CircleState(CircleView):
         events.append(OfferReceived(offer=env.id, vendor=vendor))
         return Input.OFFER
 
+    def _pin_offer(self, env: Envelope[Offer]) -> bool:
+        """Keep an offer that no longer counts when a deal pins it (not for clearing)."""
+        if not self._pinned(env.id):
+            return False
+        self._pinned_offers[env.id] = env
+        self._check_offer(env.id)
+        return True
+
     def _drop_offer(self, old: Envelope[Offer]) -> None:
         del self._offers[old.id]
         floor = (min(t.unit_price for t in old.message.tiers), old.id)
         del self._floors[bisect_left(self._floors, floor)]
-        self._dropped.append(old.id)
+        if self._pinned(old.id):
+            self._pinned_offers[old.id] = old
+        else:
+            self._dropped.append(old.id)
         self._check_offer(old.id)
 
     def _apply_certificate(self, env: Envelope[Certificate], events: list[CircleEvent]) -> Input:
         signer = env.signer
         kept, lost = self._cert_signers.admit(signer)
-        if not kept:
+        pinned = bool(self._deals_over.get(env.id))
+        if not kept and not pinned:
             self._cap_refuse(env, events, "circle-full", "the circle keeps no more signers")
             return Input.IGNORED
-        rank = (env.message.created, env.id)
-        mine = [c for c in self._certificates.values() if c.signer == signer]
         if lost is not None:
             for old in [c for c in self._certificates.values() if c.signer == lost]:
-                self._drop_certificate(old)
-        if len(mine) >= caps.CERTIFICATES_PER_KEY:
-            oldest = min(mine, key=lambda c: (c.message.created, c.id))
-            if (oldest.message.created, oldest.id) > rank:
-                self._cap_refuse(env, events, "cap", "this signer holds newer certificates")
-                return Input.IGNORED
-            self._drop_certificate(oldest)
+                if not self._deals_over.get(old.id):
+                    self._drop_certificate(old)
+        # The signer's newest CERTIFICATES_PER_KEY, pinned or not, set the cap;
+        # a certificate a held deal is over is kept beyond it.
+        rank = (env.message.created, env.id)
+        mine = sorted(
+            ((c.message.created, c.id) for c in self._certificates.values() if c.signer == signer),
+            reverse=True,
+        )
+        newer = [r for r in mine if r > rank]
+        if len(newer) >= caps.CERTIFICATES_PER_KEY and not pinned:
+            self._cap_refuse(env, events, "cap", "this signer holds newer certificates")
+            return Input.IGNORED
+        if len(newer) < caps.CERTIFICATES_PER_KEY:
+            for created_id in mine[caps.CERTIFICATES_PER_KEY - 1 :]:
+                if created_id < rank:
+                    old = self._certificates[created_id[1]]
+                    if not self._deals_over.get(old.id):
+                        self._drop_certificate(old)
         self._certificates[env.id] = env
         cert = env.message
         for named in (cert.offer, *(a.pledge for a in cert.allocations)):
@@ -520,7 +609,8 @@ class CircleState(CircleView):
     def _drop_certificate(self, old: Envelope[Certificate]) -> None:
         del self._certificates[old.id]
         cert = old.message
-        for named in (cert.offer, *(a.pledge for a in cert.allocations)):
+        named_ids = (cert.offer, *(a.pledge for a in cert.allocations))
+        for named in named_ids:
             holders = self._certs_naming.get(named)
             if holders is not None:
                 holders.discard(old.id)
@@ -528,16 +618,24 @@ class CircleState(CircleView):
                     del self._certs_naming[named]
         self._dropped.append(old.id)
         self._check_certificate(old.id)
+        if self._deals_over.get(old.id):
+            for named in named_ids:
+                self._release(named)
 
     def _apply_deal(self, env: Envelope[Deal], events: list[CircleEvent]) -> Input:
         signer = env.signer
-        kept, lost = self._deal_signers.admit(signer)
-        if not kept:
-            self._cap_refuse(env, events, "circle-full", "the circle keeps no more deal signers")
-            return Input.IGNORED
-        if lost is not None:
-            for old in [d for d in self._deals.values() if d.signer == lost]:
-                self._drop_deal(old)
+        # A vendor with a counted offer needs no place among the deal signers:
+        # keys signing junk deals cannot push its deal out. (Counted offers
+        # depend on offers alone, so this keeps what is held a function of the set.)
+        if signer not in self._offer_of:
+            kept, lost = self._deal_signers.admit(signer)
+            if not kept:
+                self._cap_refuse(
+                    env, events, "circle-full", "the circle keeps no more deal signers"
+                )
+                return Input.IGNORED
+            if lost is not None:
+                self._drop_deals_of(lost)
         mine = [d for d in self._deals.values() if d.signer == signer]
 
         def order(d: Envelope[Deal]) -> tuple[int, int, bytes]:
@@ -555,16 +653,35 @@ class CircleState(CircleView):
         self._deals_dirty = True
         return Input.DEAL
 
+    def _drop_deals_of(self, signer: bytes) -> None:
+        for old in [d for d in self._deals.values() if d.signer == signer]:
+            self._drop_deal(old)
+
+    def _vendor_joins(self, vendor: bytes) -> None:
+        """A key got a counted offer: its deals leave the deal signers' cap."""
+        self._deal_signers.remove(vendor)
+
+    def _vendor_leaves(self, vendor: bytes) -> None:
+        """A key lost its counted offer: its deals go through the deal signers' cap."""
+        if not any(d.signer == vendor for d in self._deals.values()):
+            return
+        kept, lost = self._deal_signers.admit(vendor)
+        if not kept:
+            self._drop_deals_of(vendor)
+        elif lost is not None:
+            self._drop_deals_of(lost)
+
     def _drop_deal(self, old: Envelope[Deal]) -> None:
         del self._deals[old.id]
         self._deal_problems.pop(old.id, None)
         self._to_check.discard(old.id)
         over = self._deals_over[old.message.certificate]
         over.discard(old.id)
-        if not over:
-            del self._deals_over[old.message.certificate]
         self._dropped.append(old.id)
         self._deals_dirty = True
+        if not over:
+            del self._deals_over[old.message.certificate]
+            self._release_certificate(old.message.certificate)
 
     # Which deals to check again when something they depend on changes.
 
@@ -582,9 +699,18 @@ class CircleState(CircleView):
         self._check_named(offer_id)
 
     def _check_member(self, member: bytes) -> None:
-        """A member's standing changed (equivocation): deals naming its pledges."""
+        """A member's standing changed (equivocation): deals naming its pledges.
+
+        A deal may name a pledge held outside the member's window (pinned), so
+        the deals whose verdict a standing decides (valid, or refused for an
+        equivocator) are checked too; the deal caps bound them.
+        """
         for env in self._pledges.get(member, ()):
             self._check_named(env.id)
+        for deal_id, problem in self._deal_problems.items():
+            if problem is None or problem == "equivocator":
+                self._to_check.add(deal_id)
+                self._deals_dirty = True
 
     def _check_rule_failures(self) -> None:
         """Admissions changed: deals that failed a certificate rule may pass now."""
@@ -677,9 +803,10 @@ class CircleState(CircleView):
         cert = self._certificates[deal.message.certificate].message
         latest = self._latest(member)
         for a in cert.allocations:
-            named = self._by_id[a.pledge]
+            named = self._by_id.get(a.pledge)
             if (
-                named.signer == member
+                named is not None
+                and named.signer == member
                 and latest is not None
                 and latest.message.seq > named.message.seq
             ):
@@ -711,8 +838,8 @@ class CircleState(CircleView):
                     )
                 )
                 cert = self._certificates[m.certificate].message
-                for a in cert.allocations:
-                    self._bound_events(self._by_id[a.pledge].signer, events)
+                for member in {self._by_id[a.pledge].signer for a in cert.allocations}:
+                    self._bound_events(member, events)
             elif deal is None:
                 self._deal = None
         before, clearing_before = self._status, self._clearing

@@ -59,6 +59,7 @@ class CircleView:
     _admitted: dict[bytes, bytes] | None
     _extensions: dict[bytes, Envelope[Extension]]
     _offers: dict[bytes, Envelope[Offer]]
+    _pinned_offers: dict[bytes, Envelope[Offer]]
     _certificates: dict[bytes, Envelope[Certificate]]
     _deals: dict[bytes, Envelope[Deal]]
     _proofs: dict[bytes, Misbehaviour]
@@ -107,7 +108,7 @@ class CircleView:
         if cert_env is None:
             return "missing-certificate"
         cert = cert_env.message
-        offer = self._offers.get(cert.offer)
+        offer = self._offers.get(cert.offer) or self._pinned_offers.get(cert.offer)
         if offer is None:
             return "missing-offer"
         if env.signer != offer.signer:
@@ -267,7 +268,7 @@ class CircleView:
             extension = next(iter(self._extensions.values()))
         return {
             "charter": self._charter,
-            "offer": self._offers[certificate.offer],
+            "offer": self._offers.get(certificate.offer) or self._pinned_offers[certificate.offer],
             "pledges": [self._by_id[a.pledge] for a in certificate.allocations],
             "invites": [i for invites in self._invites.values() for i in invites],
             "extension": extension,
@@ -289,6 +290,8 @@ class CircleView:
             else [clearing.offer, clearing.unit_price, clearing.total, clearing.smaller_tier],
             None if self._deal is None else self._deal.id,
             sorted(self._offers),
+            sorted(self._pinned_offers),
+            sorted(self._by_id),
             sorted(self._certificates),
             sorted(self._deals),
             sorted(self._extensions),
