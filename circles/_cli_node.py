@@ -4,7 +4,8 @@ Standard output is for scripts: the first line is the node's full multiaddr
 (ending in ``/p2p/<peer id>``), so another node can be started with
 ``--bootstrap "$(head -1)"``; after it, one line per change of peers,
 ``connected <peer id>`` or ``disconnected <peer id>``. Diagnostics go to
-standard error.
+standard error. Like ``circles up`` it holds the data directory's lock and
+refuses a read-only directory or a lost key (see :mod:`circles._datadir`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@
 node answers on its control socket, so the next command can use it at once.
 The foreground process runs the node (mDNS on unless ``--no-mdns``), the
 control socket, and, for ``circles vendor serve``, the catalog vendor; it
-stops on SIGINT, SIGTERM or ``circles down``.
+stops on SIGINT, SIGTERM or ``circles down``. Before it starts, the data
+directory is checked (see :mod:`circles._datadir`): its lock, write access,
+and the member's key; ``circles up`` reports only the node that it started
+and that holds the lock as up.
 """
 
 from __future__ import annotations

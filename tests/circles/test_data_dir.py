@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+from circles._datadir import DataDirError, NodeLock, explain_store_error, lock_holder
+from circles._store_db import StoreError
+
 CIRCLES = [sys.executable, "-m", "circles._cli"]
 LOOPBACK = ["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]
 
@@ -193,3 +196,26 @@ def test_a_read_only_data_directory_is_a_permissions_problem_not_a_bad_store(
     assert up["public_key"] == history["key"]
     listed = ok("circle", "list", "--data-dir", str(data_dir))
     assert [c["id"] for c in listed] == [history["circle"]]
+
+
+# ------------------------------------------------------------- in-process
+def test_the_lock_is_per_holder_and_names_it(tmp_path: Path) -> None:
+    with NodeLock(tmp_path):
+        assert lock_holder(tmp_path) == os.getpid()
+        # flock belongs to one open file: a second open, even in this process, is refused.
+        with pytest.raises(DataDirError) as taken:
+            NodeLock(tmp_path).acquire()
+        assert taken.value.reason == "already-running"
+        assert f"process {os.getpid()} holds" in str(taken.value)
+    with NodeLock(tmp_path):  # released: taken again at once
+        pass
+
+
+def test_a_store_sqlite_cannot_write_is_called_a_permissions_problem(tmp_path: Path) -> None:
+    for said in ("attempt to write a readonly database", "unable to open database file"):
+        with pytest.raises(DataDirError) as explained, explain_store_error(tmp_path):
+            raise StoreError(f"{tmp_path}/store.sqlite3 is not a usable store ({said})")
+        assert explained.value.reason == "permission-denied"
+        assert "permissions problem" in str(explained.value)
+    with pytest.raises(StoreError), explain_store_error(tmp_path):
+        raise StoreError("file is not a database", reason="unreadable")
