@@ -96,14 +96,12 @@ def start_background(
             if exc.reason != "not-running":
                 raise
         else:
-            if lock_holder(data_dir) != process.pid:
-                # Another node, started at the same moment, answered: ours will
-                # find the lock taken and stop, and that is what to report.
-                time.sleep(0.1)
-                continue
-            status["pid"] = process.pid
-            status["log"] = str(log_path)
-            return status
+            # Another node, started at the same moment, may be the one answering:
+            # then ours finds the lock taken and stops, and that is what to report.
+            if lock_holder(data_dir) == process.pid:
+                status["pid"] = process.pid
+                status["log"] = str(log_path)
+                return status
         if time.monotonic() > deadline:
             process.terminate()
             raise CirclesError(
