@@ -155,11 +155,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _id(args: argparse.Namespace) -> int:
+    from ._datadir import KEY_FILE, own_history, record_public_key
+    from ._errors import KeyFileError
     from ._keyfile import generate_identity, load_identity, save_identity
 
-    path = Path(args.data_dir) / "identity.key"
+    data_dir = Path(args.data_dir)
+    path = data_dir / KEY_FILE
     if args.id_command == "new":
-        save_identity(generate_identity(), path)
+        if path.exists() or path.is_symlink():
+            raise KeyFileError(
+                f"{path} already holds this member's key; a data directory has one identity. "
+                "To take a new one, move that file away first (keep it: it is the only way to "
+                "sign for that member's pledges and deals), or use another --data-dir",
+                reason="exists",
+            )
+        # The explicit way to start over after a key is lost: say what it means.
+        records, old = own_history(data_dir)
+        identity = generate_identity()
+        save_identity(identity, path)
+        record_public_key(identity, data_dir)
+        if records:
+            whose = f"key {old.hex()}" if old is not None else "the lost key"
+            print(
+                f"circles: a new identity for {data_dir}; the {records} records its store "
+                f"holds stay signed by {whose}, which this key cannot sign for",
+                file=sys.stderr,
+            )
     key = load_identity(path).public_key
     if args.json:
         print(json.dumps({"public_key": key.hex(), "key_file": str(path)}))

@@ -4,7 +4,8 @@ Standard output is for scripts: the first line is the node's full multiaddr
 (ending in ``/p2p/<peer id>``), so another node can be started with
 ``--bootstrap "$(head -1)"``; after it, one line per change of peers,
 ``connected <peer id>`` or ``disconnected <peer id>``. Diagnostics go to
-standard error.
+standard error. Like ``circles up`` it holds the data directory's lock and
+refuses a read-only directory or a lost key (see :mod:`circles._datadir`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING
 import trio
 
 if TYPE_CHECKING:
+    import protocol
+
     from ._node import Node
 
 __all__ = ["run_node"]
@@ -25,17 +28,21 @@ __all__ = ["run_node"]
 
 def run_node(*, data_dir: Path, listen: str, bootstrap: Sequence[str], mdns: bool) -> int:
     """Serve until SIGINT or SIGTERM; print the full multiaddr first. Exit status 0."""
-    return trio.run(_serve, data_dir, listen, list(bootstrap), mdns)
+    from ._datadir import NodeLock, check_writable, explain_store_error, start_identity
+
+    check_writable(data_dir)
+    # Held until this process ends: one node per data directory (see circles._datadir).
+    with NodeLock(data_dir):
+        identity = start_identity(data_dir)
+        with explain_store_error(data_dir):
+            return trio.run(_serve, data_dir, identity, listen, list(bootstrap), mdns)
 
 
-async def _serve(data_dir: Path, listen: str, bootstrap: list[str], mdns: bool) -> int:
-    from ._keyfile import generate_identity, load_identity, save_identity
+async def _serve(
+    data_dir: Path, identity: protocol.Identity, listen: str, bootstrap: list[str], mdns: bool
+) -> int:
     from ._node import Node
 
-    key_file = data_dir / "identity.key"
-    if not key_file.exists():
-        save_identity(generate_identity(), key_file)
-    identity = load_identity(key_file)
     # Installed before the node starts (importing libp2p alone takes about a
     # second), so a signal that arrives while it starts still ends it cleanly.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -5,7 +5,10 @@
 node answers on its control socket, so the next command can use it at once.
 The foreground process runs the node (mDNS on unless ``--no-mdns``), the
 control socket, and, for ``circles vendor serve``, the catalog vendor; it
-stops on SIGINT, SIGTERM or ``circles down``.
+stops on SIGINT, SIGTERM or ``circles down``. Before it starts, the data
+directory is checked (see :mod:`circles._datadir`): its lock, write access,
+and the member's key; ``circles up`` reports only the node that it started
+and that holds the lock as up.
 """
 
 from __future__ import annotations
@@ -32,8 +35,17 @@ LOG_NAME = "node.log"
 def start_background(
     data_dir: Path, *, listen: str, bootstrap: Sequence[str], mdns: bool, timeout: float
 ) -> dict[str, Any]:
-    """Start the node detached; return its status once it answers."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Start the node detached; return its status once it answers.
+
+    Succeeds only when the node that answers is the one started here (it holds
+    the data directory's lock); a node that could not start (another holds the
+    lock, the directory is read-only, the key is lost) fails with its own reason.
+    """
+    from ._datadir import check_identity, check_writable, lock_holder
+
+    # Here as well as in the node: so these faults are said on the terminal, not in a log.
+    check_writable(data_dir)
+    check_identity(data_dir)
     try:
         call(data_dir, "status", timeout=5)
     except ControlError as exc:
@@ -59,6 +71,7 @@ def start_background(
     ]
     log_path = data_dir / LOG_NAME
     with log_path.open("ab") as log:
+        start = log.tell()
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -70,8 +83,11 @@ def start_background(
     while True:
         code = process.poll()
         if code is not None:
+            said = _said_at_exit(log_path, start)
             raise CirclesError(
-                f"the node stopped while starting (exit status {code}); see {log_path}",
+                f"the node stopped while starting (exit status {code}): {said}"
+                if said
+                else f"the node stopped while starting (exit status {code}); see {log_path}",
                 reason="start-failed",
             )
         try:
@@ -80,15 +96,30 @@ def start_background(
             if exc.reason != "not-running":
                 raise
         else:
-            status["pid"] = process.pid
-            status["log"] = str(log_path)
-            return status
+            # Another node, started at the same moment, may be the one answering:
+            # then ours finds the lock taken and stops, and that is what to report.
+            if lock_holder(data_dir) == process.pid:
+                status["pid"] = process.pid
+                status["log"] = str(log_path)
+                return status
         if time.monotonic() > deadline:
             process.terminate()
             raise CirclesError(
                 f"the node did not start within {timeout:g} s; see {log_path}", reason="timeout"
             )
         time.sleep(0.1)
+
+
+def _said_at_exit(log_path: Path, start: int) -> str:
+    """The last ``circles: …`` sentence the node wrote to its log after ``start``."""
+    try:
+        with log_path.open("rb") as log:
+            log.seek(start)
+            text = log.read(1 << 20).decode(errors="replace")
+    except OSError:
+        return ""
+    said = [line for line in text.splitlines() if line.startswith("circles: ")]
+    return said[-1].removeprefix("circles: ") if said else ""
 
 
 def stop_background(data_dir: Path, *, timeout: float) -> bool:
@@ -124,32 +155,37 @@ def serve_foreground(
     import trio
 
     from ._control import claim_socket
+    from ._datadir import NodeLock, check_writable, explain_store_error, start_identity
     from ._vendor import load_catalog
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(data_dir)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     logging.getLogger("circles").setLevel(logging.INFO)
-    # Before the (slow) node starts: a second node on one data directory is refused at once.
-    claim_socket(socket_path(data_dir))
-    loaded = load_catalog(catalog) if catalog is not None else None
-    options = {"listen": listen, "bootstrap": list(bootstrap), "mdns": mdns, "as_json": as_json}
-    return trio.run(_serve, data_dir, options, loaded)
+    # Held until this process ends: a second node on one data directory is refused
+    # at once, before the (slow) node starts, and whoever asks learns which process runs.
+    with NodeLock(data_dir):
+        identity = start_identity(data_dir)
+        claim_socket(socket_path(data_dir))
+        loaded = load_catalog(catalog) if catalog is not None else None
+        options = {
+            "listen": listen,
+            "bootstrap": list(bootstrap),
+            "mdns": mdns,
+            "as_json": as_json,
+        }
+        with explain_store_error(data_dir):
+            return trio.run(_serve, data_dir, identity, options, loaded)
 
 
-async def _serve(data_dir: Path, options: dict[str, Any], catalog: Any) -> int:
+async def _serve(data_dir: Path, identity: Any, options: dict[str, Any], catalog: Any) -> int:
     import trio
 
     from ._control import serve_control
-    from ._keyfile import generate_identity, load_identity, save_identity
     from ._node import Node
     from ._service import Service
 
-    key_file = data_dir / "identity.key"
-    if not key_file.exists():
-        save_identity(generate_identity(), key_file)
-    identity = load_identity(key_file)
     stopped = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (

@@ -14,6 +14,8 @@
     ├── HaggleError: a negotiation frame or move refused (circles._haggle)
     ├── StrategyError: a strategy asked for a move beyond its limits (circles._strategies)
     ├── ControlError: the local control socket cannot be used (circles._control)
+    │   └── BadRequest: a control request line refused unread (too long, too deep, not JSON)
+    ├── DataDirError: a node cannot start on a data directory (circles._datadir)
     ├── ServiceError: a command the running node refused (circles._service)
     ├── CatalogError: a vendor catalog file that is wrong (circles._vendor)
     ├── StockError: a vendor will not offer or sign beyond its stock (circles._vendor)

@@ -8,7 +8,12 @@ given as a unique hex prefix of at least 6 characters, as people copy them.
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
+import math
+import types
+import typing
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -66,10 +71,8 @@ class Service:
         method = getattr(self, "op_" + op.replace(".", "_").replace("-", "_"), None)
         if method is None:
             raise ServiceError(f"the node does not know the command {op!r}", reason="unknown-op")
-        try:
-            return await method(**args)
-        except TypeError as exc:
-            raise ServiceError(f"bad arguments for {op!r}: {exc}", reason="bad-arguments") from None
+        _check_arguments(op, method, args)
+        return await method(**args)
 
     # ------------------------------------------------------------- lookups
     def _circle(self, text: str) -> bytes:
@@ -154,6 +157,8 @@ class Service:
         self, circle: str, until: str = "known", seconds: float = 60.0
     ) -> dict[str, Any]:
         """Wait until a circle is known, or has a status ("quorum", "closed", ...)."""
+        if seconds < 0:
+            raise ServiceError("seconds must be 0 or more", reason="bad-arguments")
         statuses = {s.value for s in protocol.CircleStatus}
         if until != "known" and until not in statuses:
             raise ServiceError(
@@ -309,6 +314,78 @@ class Service:
                 self.receipts.add(delivery.data)
             except protocol.ProtocolError as exc:
                 log.debug("ignored a receipt: %s", exc.reason)
+
+
+#: The range an integer argument may take (what the wire's integers hold).
+_INT_RANGE = range(-(2**63), 2**63)
+
+
+def _check_arguments(op: str, method: Callable[..., Any], args: dict[str, Any]) -> None:
+    """Refuse arguments the command does not take, or of another type than it declares.
+
+    Checked here, against the method's own annotations, because JSON gives any
+    type for any name: ``"max_price": 1250`` must not be read as "1250.00",
+    nor ``"quantity": true`` as 1.
+    """
+    try:
+        inspect.signature(method).bind(**args)
+    except TypeError as exc:
+        raise ServiceError(f"bad arguments for {op!r}: {exc}", reason="bad-arguments") from None
+    hints = typing.get_type_hints(method)
+    for name, value in args.items():
+        expected = hints[name]
+        if not _fits(value, expected):
+            raise ServiceError(
+                f"bad arguments for {op!r}: {name} must be {_describe(expected)}, "
+                f"not {_json_type(value)} {json.dumps(value)[:40]}",
+                reason="bad-arguments",
+            )
+
+
+def _fits(value: Any, expected: Any) -> bool:
+    if expected is type(None):
+        return value is None
+    if isinstance(expected, types.UnionType):
+        return any(_fits(value, arm) for arm in typing.get_args(expected))
+    if typing.get_origin(expected) is list:
+        (item,) = typing.get_args(expected)
+        return type(value) is list and all(_fits(v, item) for v in value)
+    if expected is bool:
+        return type(value) is bool
+    if expected is int:
+        return type(value) is int and value in _INT_RANGE
+    if expected is float:
+        return type(value) in (int, float) and math.isfinite(value) and abs(value) < 2**63
+    if expected is str:
+        return type(value) is str
+    raise TypeError(f"a control command declares an argument of type {expected!r}")
+
+
+def _describe(expected: Any) -> str:
+    if expected is type(None):
+        return "null"
+    if isinstance(expected, types.UnionType):
+        return " or ".join(_describe(arm) for arm in typing.get_args(expected))
+    if typing.get_origin(expected) is list:
+        return f"a list of {_describe(typing.get_args(expected)[0])}s"
+    return {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a number",
+        str: 'a string (prices too, e.g. "12.50")',
+    }.get(expected, str(expected))
+
+
+def _json_type(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def _signed(envelope: protocol.Envelope[protocol.Pledge]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -10,8 +11,21 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
-from circles._control import ControlError, call, claim_socket, serve_control, socket_path
+from circles._control import (
+    MAX_DEPTH,
+    MAX_LINE,
+    BadRequest,
+    ControlError,
+    call,
+    claim_socket,
+    nesting_depth,
+    read_request,
+    serve_control,
+    socket_path,
+)
 from circles._errors import CirclesError
 
 
@@ -76,3 +90,43 @@ def test_too_long_a_path_is_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(ControlError) as long:
         socket_path(tmp_path / ("x" * 120))
     assert long.value.reason == "path-too-long"
+
+
+# ---------------------------------------------------- reading a request line
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:\n'),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(alphabet='[]{}"\\ab'), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+def depth_of(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((depth_of(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((depth_of(v) for v in value.values()), default=0)
+    return 0
+
+
+@given(json_values, st.booleans())
+def test_the_nesting_scan_agrees_with_the_parser(value: Any, ascii_only: bool) -> None:
+    """The linear scan measures what json.loads would recurse into, strings aside."""
+    text = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert nesting_depth(text) == depth_of(value)
+
+
+def test_a_request_line_is_refused_before_it_is_parsed_when_too_deep_or_long() -> None:
+    with pytest.raises(BadRequest) as deep:
+        read_request(b"[" * 100_000)
+    assert deep.value.reason == "too-deep"
+    nested = b"[" * MAX_DEPTH + b"]" * MAX_DEPTH
+    with pytest.raises(BadRequest) as not_object:
+        read_request(nested)  # deep enough to be allowed, but not an object
+    assert not_object.value.reason == "bad-request"
+    with pytest.raises(BadRequest) as long:
+        read_request(b" " * (MAX_LINE + 1))
+    assert long.value.reason == "too-large"
+    assert read_request(b'{"op": "status"}') == ("status", {})
