@@ -319,8 +319,11 @@ class _Intake(_NodeCore):
         Not circle state: the circle's :class:`protocol.RfqLog` holds it, and
         what its caps drop the store discards (not remembered as refused, as
         for the state's caps: standing may differ when sync brings it back).
+        ``CircleState.apply`` is not called: it would only refuse the request,
+        and remember its id for good, a cost every throwaway key would add to.
         The app still hears of each arrival as before, as a ``Refused``
-        ("not-circle-state") event of the state, or with the cap's reason.
+        ("not-circle-state") event, or with the cap's reason (vendors' desks
+        bid on what the log holds).
         """
         rfqs = self._rfq_logs.get(circle)
         if rfqs is None:
