@@ -163,6 +163,8 @@ class Node(_Intake, _OwnMoves, _Certificates):
         # and circles whose clock could not move (see _Intake._stall).
         self._set_aside: dict[bytes, SetAside] = {}
         self._stalled: set[bytes] = set()
+        # Circles held but not joined, per founder (see _Intake._unjoined_counts).
+        self._unjoined_cache: tuple[tuple[int, int], int, dict[bytes, int]] | None = None
         self._anti_entropy_turn = int.from_bytes(identity.public_key[:4], "big")
         self.refused = 0
 
