@@ -292,13 +292,15 @@ class _Intake(_NodeCore):
                     self._judge(circle, admitted, delivery.sender) is not None
                 ):
                     continue
-                if (
-                    circle is None
-                    and isinstance(admitted.message, protocol.Charter)
-                    and self._unwanted_announce(admitted) is not None
-                ):
-                    continue  # the announce topic's bounds hold on this path too
                 envelope = admitted
+            if (
+                circle is None
+                and isinstance(envelope.message, protocol.Charter)
+                and self._unwanted_announce(envelope) is not None
+            ):
+                # Checked again here, one delivery at a time: several charters can
+                # pass the validator before the first of them is applied.
+                continue
             self._take(envelope)
             await trio.lowlevel.checkpoint()
 

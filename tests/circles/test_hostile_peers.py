@@ -102,7 +102,9 @@ async def test_one_key_announcing_many_charters_is_kept_to_a_few(
                     title="Olive oil", unit="tin", target=10, currency="EUR", deadline=EPOCH + 3600
                 )
                 await bob.wait_until(lambda: honest in bob.circles())
-        by_mallory = [c for c in bob.circles() if bob.circle(c).charter.signer == mallory.public_key]
+        by_mallory = [
+            c for c in bob.circles() if bob.circle(c).charter.signer == mallory.public_key
+        ]
         assert len(by_mallory) == MAX_ANNOUNCED_PER_FOUNDER
         # The store keeps no more than the node holds.
         stored = {s.id for s in bob._running_store().charters()}
@@ -118,23 +120,25 @@ async def test_charters_from_throwaway_keys_are_kept_to_a_bound_and_joining_stil
 
     monkeypatch.setattr(intake, "MAX_UNJOINED_CIRCLES", 20)
     network = MemoryNetwork(seed=22)
-    async with memory_nodes(tmp_path, network, 2) as (alice, bob):
-        async with network.open_transport(ident(70)) as raw:
-            await raw.connect(bob.addresses()[0])
-            await raw.subscribe(ANNOUNCE_TOPIC)
-            with trio.fail_after(120):
-                await trio.sleep(1)
-                for n in range(60):
-                    await raw.publish(ANNOUNCE_TOPIC, charter(ident(100 + n), n))
-                await trio.sleep(5)
-                assert len(bob.circles()) == 20
-                honest = await alice.found_circle(
-                    title="Olive oil", unit="tin", target=10, currency="EUR", deadline=EPOCH + 3600
-                )
-                await trio.sleep(5)
-                assert honest not in bob.circles()  # the announce was not kept: full
-                await bob.join(honest)  # by id, from a peer that holds it
-                assert honest in bob.joined()
+    async with (
+        memory_nodes(tmp_path, network, 2) as (alice, bob),
+        network.open_transport(ident(70)) as raw,
+    ):
+        await raw.connect(bob.addresses()[0])
+        await raw.subscribe(ANNOUNCE_TOPIC)
+        with trio.fail_after(120):
+            await trio.sleep(1)
+            for n in range(60):
+                await raw.publish(ANNOUNCE_TOPIC, charter(ident(100 + n), n))
+            await trio.sleep(5)
+            assert len(bob.circles()) == 20
+            honest = await alice.found_circle(
+                title="Olive oil", unit="tin", target=10, currency="EUR", deadline=EPOCH + 3600
+            )
+            await trio.sleep(5)
+            assert honest not in bob.circles()  # the announce was not kept: full
+            await bob.join(honest)  # by id, from a peer that holds it
+            assert honest in bob.joined()
     assert MAX_UNJOINED_CIRCLES >= 1_000  # the real bound is far above this test's
 
 
@@ -148,8 +152,107 @@ async def test_an_announced_charter_past_its_deadline_is_not_kept(
             await raw.subscribe(ANNOUNCE_TOPIC)
             with trio.fail_after(60):
                 await trio.sleep(1)
-                await raw.publish(ANNOUNCE_TOPIC, charter(ident(71), 1, deadline=EPOCH - 60, created=EPOCH - 600))
+                old = charter(ident(71), 1, deadline=EPOCH - 60, created=EPOCH - 600)
+                await raw.publish(ANNOUNCE_TOPIC, old)
                 live = charter(ident(71), 2)
                 await raw.publish(ANNOUNCE_TOPIC, live)
                 await bob.wait_until(lambda: protocol.envelope_id(live) in bob.circles())
         assert bob.circles() == [protocol.envelope_id(live)]
+
+
+# ---------------------------------------------------------------------- receipts
+
+
+def receipt(signer: protocol.Identity, deal: bytes, vendor: bytes, *, created: int) -> bytes:
+    body = protocol.Receipt(
+        deal=deal, vendor=vendor, fulfilled="yes", rating=5, comment="", created=created
+    )
+    return protocol.seal(body, signer).data
+
+
+def receipt_lines(data_dir: Path) -> int:
+    path = data_dir / "receipts.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+async def test_receipts_from_strangers_and_for_unknown_deals_are_not_kept(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """On main every receipt that verified was appended to receipts.jsonl (with an fsync)
+    and kept in memory, whoever signed it and whatever deal it named: one peer grew the
+    file without bound, by gossip and by the direct receipt protocol."""
+    from circles._receipts import RECEIPT_PROTOCOL, RECEIPTS_PER_MEMBER, RECEIPTS_TOPIC
+    from circles._service import Service, ServiceError
+    from circles._transport import RequestFailed
+
+    network = MemoryNetwork(seed=31)
+    async with contextlib.AsyncExitStack() as stack:
+        alice = await stack.enter_async_context(
+            Node(ident(1), tmp_path / "alice", transport=network.open_transport, clock=clock)
+        )
+        vendor = await stack.enter_async_context(
+            Node(
+                ident(2),
+                tmp_path / "vendor",
+                transport=network.open_transport,
+                clock=clock,
+                auto_countersign=True,
+            )
+        )
+        await vendor.connect(alice.addresses()[0])
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        service = Service(alice, tmp_path / "alice", nursery=nursery, stop=lambda: None)
+        await service.start()
+        mallory = ident(66)
+        raw = await stack.enter_async_context(network.open_transport(mallory))
+        await raw.connect(alice.addresses()[0])
+        await raw.subscribe(RECEIPTS_TOPIC)
+        with trio.fail_after(120):
+            # A real deal: Alice is its member, Mallory is not.
+            circle = await alice.found_circle(
+                title="Olive oil", unit="tin", target=10, currency="EUR", deadline=EPOCH + 3600
+            )
+            await vendor.wait_until(lambda: circle in vendor.circles())
+            await vendor.join(circle)
+            await vendor.offer(
+                circle, product="Oil", tiers=[(10, 4200)], capacity=100, valid_until=EPOCH + 7200
+            )
+            await trio.sleep(2)
+            await alice.pledge(circle, 10, max_price=4500)
+            await alice.wait_until(lambda: alice.circle(circle).deal is not None)
+            deal = alice.circle(circle).deal
+            await trio.sleep(2)
+
+            now = alice.now()
+            for n in range(100):
+                # Made-up deals, and the real deal signed by a stranger.
+                fake = protocol.envelope_id(n.to_bytes(4, "big"))
+                await raw.publish(
+                    RECEIPTS_TOPIC, receipt(mallory, fake, vendor.public_key, created=now)
+                )
+                await raw.publish(
+                    RECEIPTS_TOPIC, receipt(mallory, deal.id, vendor.public_key, created=now + n)
+                )
+            for n in range(20):
+                with pytest.raises(RequestFailed):
+                    await raw.request(
+                        alice.transport.peer_id,
+                        RECEIPT_PROTOCOL,
+                        receipt(mallory, deal.id, vendor.public_key, created=now - n),
+                        timeout=5,
+                    )
+            await trio.sleep(5)
+            assert receipt_lines(tmp_path / "alice") == 0
+            assert service.receipts.all() == []
+
+            # The member's own receipts count, a few per deal: not one per second for ever.
+            for n in range(RECEIPTS_PER_MEMBER):
+                await service.op_receipt(deal.id.hex(), "yes", 5, comment=f"#{n}")
+                await trio.sleep(1)
+            with pytest.raises(ServiceError) as refused:
+                await service.op_receipt(deal.id.hex(), "partly", 3)
+            assert refused.value.reason == "too-many-receipts"
+            await trio.sleep(2)
+        assert receipt_lines(tmp_path / "alice") == RECEIPTS_PER_MEMBER
+        assert len(service.receipts.all()) == RECEIPTS_PER_MEMBER
+        nursery.cancel_scope.cancel()
