@@ -256,3 +256,78 @@ async def test_receipts_from_strangers_and_for_unknown_deals_are_not_kept(
         assert receipt_lines(tmp_path / "alice") == RECEIPTS_PER_MEMBER
         assert len(service.receipts.all()) == RECEIPTS_PER_MEMBER
         nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------ vendor desk
+
+
+def quote_request(signer: protocol.Identity, circle: bytes, vendor: bytes, now: int) -> bytes:
+    body = protocol.QuoteRequest(
+        circle=circle,
+        vendor=vendor,
+        product="Olive oil",
+        quantity=10,
+        currency="EUR",
+        respond_by=now + 60,
+        deadline=now + 600,
+        max_rounds=10,
+        created=now,
+    )
+    return protocol.seal(body, signer).data
+
+
+async def test_requests_for_quote_on_made_up_circles_do_not_make_the_vendor_join_them(
+    tmp_path: Path, mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On main the desk joined every circle a request for quote named, from anyone, and a
+    node follows a joined circle for good (stored, subscribed, synced every interval):
+    one peer founding circles and opening (then leaving) a session on each made the
+    vendor's node follow any number of them. Now the desk fetches an unknown circle's
+    charter without joining it, within the node's bound on circles it has not joined;
+    past the bound it refuses ("unknown-circle"). It joins when it agrees (the offer)."""
+    import circles._node_intake as intake
+    from circles import TakeItOrLeaveIt, VendorDesk
+    from circles._haggle import decode_reply, encode_request
+    from circles._topics import NEGOTIATE_PROTOCOL
+    from circles._transport import peer_id_of
+
+    monkeypatch.setattr(intake, "MAX_UNJOINED_CIRCLES", 12)
+    network = MemoryNetwork(seed=41)
+    async with memory_nodes(tmp_path, network, 2) as (mallory, vendor):
+        async with VendorDesk(vendor, strategy=TakeItOrLeaveIt(reservation=4000)):
+            v = vendor.public_key
+            reasons = []
+            with trio.fail_after(600):
+                for n in range(30):
+                    circle = await mallory.found_circle(
+                        title=f"Fake {n}",
+                        unit="tin",
+                        target=10,
+                        currency="EUR",
+                        deadline=EPOCH + 86400,
+                    )
+                    rfq = quote_request(mallory.identity, circle, v, mallory.now())
+                    session = protocol.envelope_id(rfq)
+                    reply = decode_reply(
+                        await mallory.transport.request(
+                            peer_id_of(v),
+                            NEGOTIATE_PROTOCOL,
+                            encode_request(session, rfq),
+                            timeout=30,
+                        )
+                    )
+                    reasons.append(reply.reason or reply.kind)
+                    if reply.kind == "move":
+                        walk = protocol.WalkAway(
+                            circle=circle, session=session, reason="", created=mallory.now()
+                        )
+                        await mallory.transport.request(
+                            peer_id_of(v),
+                            NEGOTIATE_PROTOCOL,
+                            encode_request(session, protocol.seal(walk, mallory.identity).data),
+                            timeout=30,
+                        )
+        assert vendor.joined() == []
+        assert len(vendor.circles()) <= 12
+        assert reasons.count("move") == len(vendor.circles())
+        assert set(reasons) == {"move", "unknown-circle"}
