@@ -331,3 +331,45 @@ async def test_requests_for_quote_on_made_up_circles_do_not_make_the_vendor_join
         assert len(vendor.circles()) <= 12
         assert reasons.count("move") == len(vendor.circles())
         assert set(reasons) == {"move", "unknown-circle"}
+
+
+# ----------------------------------------------------------------- libp2p layer
+
+
+async def test_a_peer_cannot_make_the_host_hold_huge_topic_names() -> None:
+    """py-libp2p keeps every topic a peer subscribes to (up to 10,000 per peer here) with
+    no bound on a topic's length: on main one peer made the host hold 60 KB per
+    subscription, 600 MB at the per-peer limit. Topic names longer than any this
+    project uses are now ignored."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.id import ID
+    from libp2p.pubsub.pb import rpc_pb2
+    from libp2p.utils.varint import encode_uvarint
+
+    from circles._libp2p_pubsub import MAX_TOPIC_LENGTH
+    from tests.circles.test_hardening import assert_still_serving, honest_pair, raw_peer
+
+    async with honest_pair() as (b, c, _), raw_peer() as raw:
+        from tests.circles.test_hardening import TOPIC, dial
+
+        await b.subscribe(TOPIC)
+        await dial(raw, b)
+        with trio.fail_after(30):
+            stream = await raw.new_stream(ID.from_base58(b.peer_id), [TProtocol("/meshsub/1.1.0")])
+            for n in range(40):
+                topic = f"/buying-circles/{n}/" + "x" * 60_000
+                rpc = rpc_pb2.RPC(
+                    subscriptions=[rpc_pb2.RPC.SubOpts(subscribe=True, topicid=topic)]
+                )
+                frame = rpc.SerializeToString()
+                await stream.write(encode_uvarint(len(frame)) + frame)
+            # A short topic still counts as a subscription: the host is reading.
+            rpc = rpc_pb2.RPC(subscriptions=[rpc_pb2.RPC.SubOpts(subscribe=True, topicid="short")])
+            frame = rpc.SerializeToString()
+            await stream.write(encode_uvarint(len(frame)) + frame)
+            raw_id = raw.get_id()
+            while raw_id not in b._pubsub.peer_topics.get("short", ()):
+                await trio.sleep(0.05)
+            held = sum(len(t) for t, peers in b._pubsub.peer_topics.items() if raw_id in peers)
+            assert held <= 2 * MAX_TOPIC_LENGTH
+            await assert_still_serving(b, c, b"after long topics")
