@@ -9,11 +9,11 @@ that the rules that *change* the state stay in one file.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._certificate import InvalidCertificate, build_certificate, verify_certificate
 from ._codec import pack
-from ._envelope import Envelope
+from ._envelope import Envelope, rebuilt
 from ._errors import ProtocolError
 from ._events import CircleStatus
 from ._messages import (
@@ -26,7 +26,16 @@ from ._messages import (
     Offer,
     Pledge,
 )
-from ._quorum import Clearing, DemandBook, Entry, clear_tier
+from ._quorum import (
+    Clearing,
+    DemandBook,
+    Entry,
+    clear_tier,
+    pack_quantities,
+    priority_key,
+    unpack_position,
+    unpack_quantities,
+)
 
 __all__ = ["SMALLER_TIER_WINDOW", "CircleView"]
 
@@ -34,14 +43,71 @@ __all__ = ["SMALLER_TIER_WINDOW", "CircleView"]
 SMALLER_TIER_WINDOW = 2 * 24 * 3600
 
 
-def _entry(env: Envelope[Pledge]) -> Entry:
-    p = env.message
+class HeldPledge(NamedTuple):
+    """A pledge the state holds: the fields it reads, and the parts of its envelope.
+
+    The state keeps this record instead of the envelope (issue 11: memory per
+    pledge): the pledge's circle and currency are the charter's (a pledge
+    naming others is refused), the rest is here, and
+    :meth:`CircleView._envelope` rebuilds the envelope where one is handed
+    out. It starts with the pledge's place in the fill order, (position, id),
+    so the demand book keeps this very record as its key (ids are unique: the
+    later fields are never compared), and ``packed`` is the integer the book
+    sums: a counted pledge costs the book two list slots and no object.
+    """
+
+    position: int
+    """:func:`~protocol._quorum.priority_key` of (max price, created)."""
+    id: bytes
+    """The envelope's id."""
+    packed: int
+    """:func:`~protocol._quorum.pack_quantities` of (quantity, tolerance)."""
+    seq: int
+    """The pledge's sequence number."""
+    signer: bytes
+    """The member's key."""
+    signature: bytes
+    """The envelope's signature, verified when the pledge was applied."""
+
+    @classmethod
+    def of(cls, env: Envelope[Pledge]) -> HeldPledge:
+        """The record of a verified pledge envelope."""
+        p = env.message
+        return cls(
+            priority_key(p.max_price, p.created),
+            env.id,
+            pack_quantities(p.quantity, p.tolerance),
+            p.seq,
+            env.signer,
+            env.signature,
+        )
+
+    @property
+    def quantity(self) -> int:
+        """Units pledged (0: a withdrawal)."""
+        return unpack_quantities(self.packed)[0]
+
+    @property
+    def tolerance(self) -> int:
+        """Extra units the member also takes."""
+        return unpack_quantities(self.packed)[1]
+
+    @property
+    def max_price(self) -> int:
+        """Highest unit price the member accepts."""
+        return unpack_position(self.position)[0]
+
+    @property
+    def created(self) -> int:
+        """When the member signed the pledge."""
+        return unpack_position(self.position)[1]
+
+
+def _entry(held: HeldPledge) -> Entry:
+    quantity, tolerance = unpack_quantities(held.packed)
+    max_price, created = unpack_position(held.position)
     return Entry(
-        pledge=env.id,
-        quantity=p.quantity,
-        max_price=p.max_price,
-        tolerance=p.tolerance,
-        created=p.created,
+        pledge=held.id, quantity=quantity, max_price=max_price, tolerance=tolerance, created=created
     )
 
 
@@ -51,10 +117,12 @@ class CircleView:
     _charter: Envelope[Charter]
     _rules: Charter
     _now: int
-    _pledges: dict[bytes, list[Envelope[Pledge]]]
+    # A key's held pledges sorted by (seq, id); one record alone is kept bare
+    # (most keys hold one pledge; a tuple of one would cost 48 bytes more).
+    _pledges: dict[bytes, HeldPledge | tuple[HeldPledge, ...]]
     _floors: list[tuple[int, bytes]]
     _deal_problems: dict[bytes, str | None]
-    _by_id: dict[bytes, Envelope[Pledge]]
+    _by_id: dict[bytes, HeldPledge]
     _invites: dict[bytes, list[Envelope[Invite]]]
     _admitted: dict[bytes, bytes] | None
     _extensions: dict[bytes, Envelope[Extension]]
@@ -63,12 +131,42 @@ class CircleView:
     _certificates: dict[bytes, Envelope[Certificate]]
     _deals: dict[bytes, Envelope[Deal]]
     _proofs: dict[bytes, Misbehaviour]
-    _live: dict[bytes, Envelope[Pledge]]
+    _live: dict[bytes, HeldPledge]
     _book: DemandBook
     _deadline: int
     _deal: Envelope[Deal] | None
     _clearing: Clearing | None
     _status: CircleStatus
+
+    # ---------------------------------------------------------- held pledges
+
+    def _envelope(self, held: HeldPledge) -> Envelope[Pledge]:
+        """The envelope of a held pledge, rebuilt from its record.
+
+        No signature check: the state verified these very bytes when the
+        pledge was applied (``apply`` takes only verified envelopes), the state
+        is pure, and the record, the charter's circle id and currency give back
+        the same message and so (canonical encoding) the same bytes.
+        """
+        quantity, tolerance = unpack_quantities(held.packed)
+        max_price, created = unpack_position(held.position)
+        pledge = Pledge(
+            circle=self._charter.id,
+            seq=held.seq,
+            quantity=quantity,
+            max_price=max_price,
+            currency=self._rules.currency,
+            tolerance=tolerance,
+            created=created,
+        )
+        return rebuilt(pledge, held.signer, held.signature, held.id)
+
+    def _held_of(self, member: bytes) -> tuple[HeldPledge, ...]:
+        """A key's held pledges in its window, sorted by (seq, id)."""
+        held = self._pledges.get(member)
+        if held is None:
+            return ()
+        return (held,) if isinstance(held, HeldPledge) else held
 
     # ------------------------------------------------------ derived status
 
@@ -192,7 +290,8 @@ class CircleView:
 
     def live_pledges(self) -> dict[bytes, Envelope[Pledge]]:
         """Each counting member's live pledge (withdrawn members are absent)."""
-        return dict(self._live)
+        envelope = self._envelope
+        return {member: envelope(held) for member, held in self._live.items()}
 
     def members(self) -> list[bytes]:
         """Admitted keys (invite-only) or keys with a live pledge plus the founder, sorted."""
@@ -206,10 +305,7 @@ class CircleView:
 
     def worst_case_costs(self) -> dict[bytes, int]:
         """Each member's worst case: (quantity + tolerance) x max price, in minor units."""
-        return {
-            m: (e.message.quantity + e.message.tolerance) * e.message.max_price
-            for m, e in self._live.items()
-        }
+        return {m: (h.quantity + h.tolerance) * h.max_price for m, h in self._live.items()}
 
     def equivocators(self) -> dict[bytes, Misbehaviour]:
         """Keys that equivocated in this circle, with one proof each (deterministic)."""
@@ -217,7 +313,8 @@ class CircleView:
 
     def pledge(self, pledge_id: bytes) -> Envelope[Pledge] | None:
         """A pledge envelope this circle holds, by id."""
-        return self._by_id.get(pledge_id)
+        held = self._by_id.get(pledge_id)
+        return None if held is None else self._envelope(held)
 
     def certificate(self, offer: bytes | None = None) -> Certificate:
         """Assemble the certificate for the best clearing (or for ``offer``'s).
@@ -258,7 +355,7 @@ class CircleView:
             charter=self._charter,
             offer=offer_env,
             unit_price=clearing.unit_price,
-            allocations=[(self._by_id[e.pledge], q) for e, q in allocations],
+            allocations=[(self._envelope(self._by_id[e.pledge]), q) for e, q in allocations],
         )
 
     def certificate_inputs(self, certificate: Certificate) -> dict[str, Any]:
@@ -269,7 +366,7 @@ class CircleView:
         return {
             "charter": self._charter,
             "offer": self._offers.get(certificate.offer) or self._pinned_offers[certificate.offer],
-            "pledges": [self._by_id[a.pledge] for a in certificate.allocations],
+            "pledges": [self._envelope(self._by_id[a.pledge]) for a in certificate.allocations],
             "invites": [i for invites in self._invites.values() for i in invites],
             "extension": extension,
         }

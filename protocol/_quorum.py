@@ -12,9 +12,12 @@ bisection and one list insertion in its block plus a Fenwick update (a
 split rebuilds the small tree over the blocks); the demand at a price and
 "the longest priority prefix that fits a capacity" cost a bisection over the
 blocks, a Fenwick walk over them and a bisection in one block: logarithmic
-in the number of pledges, and about 200 bytes per pledge (issue 11 replaced
-a sparse Fenwick tree over the 91-bit position space, which made up to 91
-dict nodes per pledge).
+in the number of pledges (issue 11 replaced a sparse Fenwick tree over the
+91-bit position space, which made up to 91 dict nodes per pledge). The book
+holds two list slots per pledge: a key (a tuple starting with the position
+and the pledge id; the circle state hands in its own record of the pledge,
+:meth:`DemandBook.add_keyed`, so no object is made per pledge) and the packed
+integer, shared with that record too.
 
 The clearing rule for one tier (documented in docs/circles.md):
 
@@ -35,12 +38,23 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import Any
 
 from ._messages import MAX_MONEY, MAX_TIME, Tier
 
-__all__ = ["Clearing", "DemandBook", "Entry", "clear_tier", "priority_key"]
+__all__ = [
+    "Clearing",
+    "DemandBook",
+    "Entry",
+    "clear_tier",
+    "pack_quantities",
+    "priority_key",
+    "unpack_position",
+    "unpack_quantities",
+]
 
 _TIME_BITS = MAX_TIME.bit_length()  # 41: MAX_TIME is 2**40
+_TIME_MASK = (1 << _TIME_BITS) - 1
 # Tolerances sum to at most MAX_QUANTITY per pledge: 64 bits hold any book's total.
 _HALF = 64
 _MASK = (1 << _HALF) - 1
@@ -49,6 +63,21 @@ _MASK = (1 << _HALF) - 1
 def priority_key(max_price: int, created: int) -> int:
     """The position of a pledge in the fill order: smaller means filled first."""
     return (((MAX_MONEY - max_price) << _TIME_BITS) | created) + 1
+
+
+def unpack_position(position: int) -> tuple[int, int]:
+    """(max price, created) of a :func:`priority_key` position."""
+    return MAX_MONEY - ((position - 1) >> _TIME_BITS), (position - 1) & _TIME_MASK
+
+
+def pack_quantities(quantity: int, tolerance: int) -> int:
+    """A pledge's quantity and tolerance in the one integer the book sums."""
+    return (quantity << _HALF) + tolerance
+
+
+def unpack_quantities(packed: int) -> tuple[int, int]:
+    """(quantity, tolerance) of a :func:`pack_quantities` integer."""
+    return packed >> _HALF, packed & _MASK
 
 
 def _price_bound(price: int) -> int:
@@ -102,7 +131,7 @@ class DemandBook:
         # running sum of packed (None until asked for). Neither field of a sum of
         # non-negative entries ever borrows from the other.
         self._blocks: list[_Block] = []
-        self._firsts: list[tuple[int, bytes]] = []
+        self._firsts: list[tuple[Any, ...]] = []
         self._sums: list[int] = []
         self._tree: list[int] = [0]
         self._count = 0
@@ -150,7 +179,15 @@ class DemandBook:
     def add(self, entry: Entry) -> None:
         """Count a pledge (quantity above 0)."""
         key = (priority_key(entry.max_price, entry.created), entry.pledge)
-        packed = (entry.quantity << _HALF) + entry.tolerance
+        self.add_keyed(key, pack_quantities(entry.quantity, entry.tolerance))
+
+    def add_keyed(self, key: tuple[Any, ...], packed: int) -> None:
+        """Count a pledge by its key and :func:`pack_quantities` (quantity above 0).
+
+        ``key`` is a tuple that starts ``(position, pledge id)`` (further items
+        are never compared: the id is unique). The circle state hands in its own
+        record of the pledge, so the book keeps no object of its own per pledge.
+        """
         blocks = self._blocks
         if not blocks:
             blocks.append(_Block([key], [packed]))
@@ -173,19 +210,22 @@ class DemandBook:
                 self._sums[index : index + 1] = [sum(block.packed), sum(upper.packed)]
                 self._rebuild()
         self._count += 1
-        self._total += entry.quantity
+        self._total += packed >> _HALF
 
     def remove(self, entry: Entry) -> None:
         """Stop counting a pledge added earlier with the same fields."""
         key = (priority_key(entry.max_price, entry.created), entry.pledge)
-        packed = (entry.quantity << _HALF) + entry.tolerance
+        self.remove_keyed(key, pack_quantities(entry.quantity, entry.tolerance))
+
+    def remove_keyed(self, key: tuple[Any, ...], packed: int) -> None:
+        """Stop counting a pledge added with :meth:`add_keyed` (an equal key)."""
         index = bisect_right(self._firsts, key) - 1
         block = self._blocks[index] if index >= 0 else None
         i = -1 if block is None else bisect_left(block.keys, key)
         if block is None or i == len(block.keys) or block.keys[i] != key:
-            raise KeyError(entry.pledge.hex())
+            raise KeyError(key[1].hex())
         if block.packed[i] != packed:
-            raise KeyError(entry.pledge.hex())
+            raise KeyError(key[1].hex())
         del block.keys[i], block.packed[i]
         block.running = None
         if not block.keys:
@@ -196,7 +236,7 @@ class DemandBook:
                 self._firsts[index] = block.keys[0]
             self._bump(index, -packed)
         self._count -= 1
-        self._total -= entry.quantity
+        self._total -= packed >> _HALF
 
     def _prefix(self, bound: int) -> tuple[int, int]:
         """Quantity and tolerance of the pledges at positions up to ``bound``."""
@@ -276,8 +316,8 @@ class DemandBook:
         """The demand curve: (price, demand at that price) for each distinct max price."""
         levels: dict[int, int] = {}
         for block in self._blocks:
-            for (pos, _), packed in zip(block.keys, block.packed, strict=True):
-                price = MAX_MONEY - ((pos - 1) >> _TIME_BITS)
+            for key, packed in zip(block.keys, block.packed, strict=True):
+                price = MAX_MONEY - ((key[0] - 1) >> _TIME_BITS)
                 levels[price] = levels.get(price, 0) + (packed >> _HALF)
         curve: list[tuple[int, int]] = []
         demand = 0
@@ -292,7 +332,7 @@ class _Block:
 
     __slots__ = ("keys", "packed", "running")
 
-    def __init__(self, keys: list[tuple[int, bytes]], packed: list[int]) -> None:
+    def __init__(self, keys: list[tuple[Any, ...]], packed: list[int]) -> None:
         self.keys = keys
         self.packed = packed
         self.running: list[int] | None = None
