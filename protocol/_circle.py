@@ -17,6 +17,7 @@ Status changes are checked against ``_transitions.CIRCLE_TRANSITIONS``.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -29,7 +30,7 @@ from ._certificate import (
     make_proof,
     verify_misbehaviour,
 )
-from ._circle_view import SMALLER_TIER_WINDOW, CircleView, HeldPledge
+from ._circle_view import SMALLER_TIER_WINDOW, CircleView, HeldPledge, KeyPledges
 from ._envelope import Envelope
 from ._errors import InvalidMessage
 from ._events import (
@@ -80,9 +81,10 @@ class CircleState(CircleView):
         self._now = charter.message.created if now is None else now
         self._seen: set[bytes] = set()
         # Each key's pledges sorted by (seq, id): at most PLEDGE_SEQS_PER_KEY seqs,
-        # PLEDGES_PER_SEQ at each (see protocol/_caps.py). The state keeps a
-        # HeldPledge record per pledge, not its envelope (see _circle_view.py).
-        self._pledges: dict[bytes, HeldPledge | tuple[HeldPledge, ...]] = {}
+        # PLEDGES_PER_SEQ at each (see protocol/_caps.py), and the one the demand
+        # book counts. The state keeps a HeldPledge record per pledge, not its
+        # envelope, and the common case (one pledge, counted) bare: see _keep.
+        self._pledges: dict[bytes, HeldPledge | KeyPledges] = {}
         self._pledgers = KeyLottery(charter.id, caps.PLEDGING_KEYS_PER_CIRCLE)
         self._vendors = KeyLottery(charter.id, caps.VENDORS_PER_CIRCLE)
         self._cert_signers = KeyLottery(charter.id, caps.CERTIFICATE_SIGNERS_PER_CIRCLE)
@@ -116,7 +118,6 @@ class CircleState(CircleView):
         self._to_check: set[bytes] = set()
         self._deals_dirty = False
         self._proofs: dict[bytes, Misbehaviour] = {}
-        self._live: dict[bytes, HeldPledge] = {}
         self._book = DemandBook()
         self._deadline = self._rules.deadline
         self._deal: Envelope[Deal] | None = None
@@ -439,7 +440,7 @@ class CircleState(CircleView):
             gone += [h for h in envs if h.seq == low]
         for old in gone:
             envs.remove(old)
-        self._pledges[member] = envs[0] if len(envs) == 1 else tuple(envs)
+        self._keep(member, envs, self._live_of(member))
         for old in gone:
             self._release(old.id)
         if gone:
@@ -449,7 +450,7 @@ class CircleState(CircleView):
     def _drop_member(self, member: bytes, events: list[CircleEvent]) -> None:
         """Forget every pledge of a key that lost its place in the circle's key cap."""
         mine = self._held_of(member)
-        self._pledges.pop(member, None)
+        self._keep(member, (), self._live_of(member))
         for old in mine:
             self._release(old.id)
         self._record_proof(member, events)
@@ -759,17 +760,32 @@ class CircleState(CircleView):
             return None
         return latest
 
+    def _keep(
+        self, member: bytes, window: Sequence[HeldPledge], live: HeldPledge | None
+    ) -> None:
+        """Store a key's pledges within its caps and the one the book counts.
+
+        A key whose one pledge counts is stored as that bare record: most keys
+        are, and a KeyPledges would cost a tuple and a record more per key.
+        """
+        if live is not None and len(window) == 1 and window[0] is live:
+            self._pledges[member] = live
+        elif window or live is not None:
+            self._pledges[member] = KeyPledges(live, tuple(window))
+        else:
+            self._pledges.pop(member, None)
+
     def _refresh(self, member: bytes, events: list[CircleEvent]) -> None:
-        old = self._live.get(member)
+        old = self._live_of(member)
         new = self._counted(member)
         if old is new:
             return
         if old is not None:
-            self._book.remove_keyed(old, old.packed)
-            del self._live[member]
+            self._book.remove_keyed(old, old.quantity, old.tolerance)
         if new is not None:
-            self._book.add_keyed(new, new.packed)
-            self._live[member] = new
+            self._book.add_keyed(new, new.quantity, new.tolerance)
+        self._keep(member, self._held_of(member), new)
+        if new is not None:
             events.append(
                 PledgeCounted(
                     member=member,

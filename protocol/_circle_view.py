@@ -9,6 +9,7 @@ that the rules that *change* the state stay in one file.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from ._certificate import InvalidCertificate, build_certificate, verify_certificate
@@ -31,10 +32,8 @@ from ._quorum import (
     DemandBook,
     Entry,
     clear_tier,
-    pack_quantities,
     priority_key,
     unpack_position,
-    unpack_quantities,
 )
 
 __all__ = ["SMALLER_TIER_WINDOW", "CircleView"]
@@ -52,16 +51,17 @@ class HeldPledge(NamedTuple):
     :meth:`CircleView._envelope` rebuilds the envelope where one is handed
     out. It starts with the pledge's place in the fill order, (position, id),
     so the demand book keeps this very record as its key (ids are unique: the
-    later fields are never compared), and ``packed`` is the integer the book
-    sums: a counted pledge costs the book two list slots and no object.
+    later fields are never compared) and makes no object per pledge.
     """
 
     position: int
     """:func:`~protocol._quorum.priority_key` of (max price, created)."""
     id: bytes
     """The envelope's id."""
-    packed: int
-    """:func:`~protocol._quorum.pack_quantities` of (quantity, tolerance)."""
+    quantity: int
+    """Units pledged (0: a withdrawal)."""
+    tolerance: int
+    """Extra units the member also takes if that lets a tier fill."""
     seq: int
     """The pledge's sequence number."""
     signer: bytes
@@ -76,21 +76,12 @@ class HeldPledge(NamedTuple):
         return cls(
             priority_key(p.max_price, p.created),
             env.id,
-            pack_quantities(p.quantity, p.tolerance),
+            p.quantity,
+            p.tolerance,
             p.seq,
             env.signer,
             env.signature,
         )
-
-    @property
-    def quantity(self) -> int:
-        """Units pledged (0: a withdrawal)."""
-        return unpack_quantities(self.packed)[0]
-
-    @property
-    def tolerance(self) -> int:
-        """Extra units the member also takes."""
-        return unpack_quantities(self.packed)[1]
 
     @property
     def max_price(self) -> int:
@@ -103,11 +94,27 @@ class HeldPledge(NamedTuple):
         return unpack_position(self.position)[1]
 
 
+class KeyPledges(NamedTuple):
+    """A key's held pledges, when they are not one pledge that counts.
+
+    Most keys hold one pledge and it is their live one: the state keeps that
+    bare :class:`HeldPledge` (no dict of live pledges, no per-key list).
+    """
+
+    live: HeldPledge | None
+    """The pledge the demand book counts for this key, or None."""
+    window: tuple[HeldPledge, ...]
+    """The key's pledges within its caps, sorted by (seq, id)."""
+
+
 def _entry(held: HeldPledge) -> Entry:
-    quantity, tolerance = unpack_quantities(held.packed)
     max_price, created = unpack_position(held.position)
     return Entry(
-        pledge=held.id, quantity=quantity, max_price=max_price, tolerance=tolerance, created=created
+        pledge=held.id,
+        quantity=held.quantity,
+        max_price=max_price,
+        tolerance=held.tolerance,
+        created=created,
     )
 
 
@@ -117,9 +124,9 @@ class CircleView:
     _charter: Envelope[Charter]
     _rules: Charter
     _now: int
-    # A key's held pledges sorted by (seq, id); one record alone is kept bare
-    # (most keys hold one pledge; a tuple of one would cost 48 bytes more).
-    _pledges: dict[bytes, HeldPledge | tuple[HeldPledge, ...]]
+    # Per key: a bare HeldPledge when it is the key's one held pledge and it
+    # counts, else KeyPledges (see there).
+    _pledges: dict[bytes, HeldPledge | KeyPledges]
     _floors: list[tuple[int, bytes]]
     _deal_problems: dict[bytes, str | None]
     _by_id: dict[bytes, HeldPledge]
@@ -131,7 +138,6 @@ class CircleView:
     _certificates: dict[bytes, Envelope[Certificate]]
     _deals: dict[bytes, Envelope[Deal]]
     _proofs: dict[bytes, Misbehaviour]
-    _live: dict[bytes, HeldPledge]
     _book: DemandBook
     _deadline: int
     _deal: Envelope[Deal] | None
@@ -148,25 +154,39 @@ class CircleView:
         is pure, and the record, the charter's circle id and currency give back
         the same message and so (canonical encoding) the same bytes.
         """
-        quantity, tolerance = unpack_quantities(held.packed)
         max_price, created = unpack_position(held.position)
         pledge = Pledge(
             circle=self._charter.id,
             seq=held.seq,
-            quantity=quantity,
+            quantity=held.quantity,
             max_price=max_price,
             currency=self._rules.currency,
-            tolerance=tolerance,
+            tolerance=held.tolerance,
             created=created,
         )
         return rebuilt(pledge, held.signer, held.signature, held.id)
 
     def _held_of(self, member: bytes) -> tuple[HeldPledge, ...]:
-        """A key's held pledges in its window, sorted by (seq, id)."""
+        """A key's held pledges within its caps, sorted by (seq, id)."""
         held = self._pledges.get(member)
         if held is None:
             return ()
-        return (held,) if isinstance(held, HeldPledge) else held
+        return (held,) if isinstance(held, HeldPledge) else held.window
+
+    def _live_of(self, member: bytes) -> HeldPledge | None:
+        """The pledge the demand book counts for a key, or None."""
+        held = self._pledges.get(member)
+        if held is None or isinstance(held, HeldPledge):
+            return held
+        return held.live
+
+    def _live_items(self) -> Iterator[tuple[bytes, HeldPledge]]:
+        """(key, live pledge) for each key whose pledge counts."""
+        for member, held in self._pledges.items():
+            if isinstance(held, HeldPledge):
+                yield member, held
+            elif held.live is not None:
+                yield member, held.live
 
     # ------------------------------------------------------ derived status
 
@@ -291,13 +311,13 @@ class CircleView:
     def live_pledges(self) -> dict[bytes, Envelope[Pledge]]:
         """Each counting member's live pledge (withdrawn members are absent)."""
         envelope = self._envelope
-        return {member: envelope(held) for member, held in self._live.items()}
+        return {member: envelope(held) for member, held in self._live_items()}
 
     def members(self) -> list[bytes]:
         """Admitted keys (invite-only) or keys with a live pledge plus the founder, sorted."""
         if self._admitted is not None:
             return sorted(self._admitted)
-        return sorted({self._charter.signer, *self._live})
+        return sorted({self._charter.signer, *(member for member, _ in self._live_items())})
 
     def progress(self) -> tuple[int, int]:
         """(units pledged by live pledges, the target)."""
@@ -305,7 +325,7 @@ class CircleView:
 
     def worst_case_costs(self) -> dict[bytes, int]:
         """Each member's worst case: (quantity + tolerance) x max price, in minor units."""
-        return {m: (h.quantity + h.tolerance) * h.max_price for m, h in self._live.items()}
+        return {m: (h.quantity + h.tolerance) * h.max_price for m, h in self._live_items()}
 
     def equivocators(self) -> dict[bytes, Misbehaviour]:
         """Keys that equivocated in this circle, with one proof each (deterministic)."""
@@ -339,7 +359,7 @@ class CircleView:
             raise InvalidCertificate("no offer clears for this circle now", reason="no-quorum")
         offer_env = self._offers[clearing.offer]
         tier = next(t for t in offer_env.message.tiers if t.unit_price == clearing.unit_price)
-        entries = [_entry(e) for e in self._live.values()]
+        entries = [_entry(held) for _, held in self._live_items()]
         allocations = clear_tier(
             entries,
             tier=tier,
@@ -377,7 +397,7 @@ class CircleView:
         summary = [
             self._status.value,
             self._deadline,
-            sorted([m, e.id] for m, e in self._live.items()),
+            sorted([m, held.id] for m, held in self._live_items()),
             [list(point) for point in self._book.curve()],
             [self._book.total, len(self._book)],
             sorted([m, p.first, p.second] for m, p in self._proofs.items()),
