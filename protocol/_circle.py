@@ -760,9 +760,7 @@ class CircleState(CircleView):
             return None
         return latest
 
-    def _keep(
-        self, member: bytes, window: Sequence[HeldPledge], live: HeldPledge | None
-    ) -> None:
+    def _keep(self, member: bytes, window: Sequence[HeldPledge], live: HeldPledge | None) -> None:
         """Store a key's pledges within its caps and the one the book counts.
 
         A key whose one pledge counts is stored as that bare record: most keys
