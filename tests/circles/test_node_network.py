@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 import protocol
 from circles._node import Node
 from circles._node_own import _GossipPacer
+from protocol._caps import PLEDGE_SEQS_PER_KEY
 
 #: Pledge deadlines sit far ahead so that no circle changes state with the clock.
 DEADLINE_AHEAD = 24 * 3600
@@ -113,6 +114,16 @@ async def converge(nodes: Sequence[Node], circle: bytes, ids: Iterable[bytes]) -
     return time.monotonic() - start
 
 
+def kept(pledges: Sequence[protocol.Envelope[Any]]) -> list[bytes]:
+    """Ids of the pledges a circle keeps: each key's PLEDGE_SEQS_PER_KEY highest seqs
+    (protocol/_caps.py; older ones are dropped everywhere, by design)."""
+    seqs: dict[bytes, set[int]] = {}
+    for p in pledges:
+        seqs.setdefault(p.signer, set()).add(p.message.seq)
+    floor = {k: sorted(v)[-PLEDGE_SEQS_PER_KEY:][0] for k, v in seqs.items()}
+    return [p.id for p in pledges if p.message.seq >= floor[p.signer]]
+
+
 def lacking(nodes: Sequence[Node], circle: bytes, ids: Iterable[bytes]) -> list[int]:
     """How many of ``ids`` each node lacks (for failure messages)."""
     return [sum(n.circle(circle).pledge(i) is None for i in ids) for n in nodes]
@@ -128,7 +139,7 @@ async def test_twenty_nodes_with_random_pledges_reach_one_state(tmp_path: Path) 
             for node in rng.sample(nodes, len(nodes)):
                 quantity = rng.choice([0, 1, 2, 3, 5, 8])
                 pledges.append(await node.pledge(circle, quantity, max_price=rng.randint(100, 900)))
-        ids = [p.id for p in pledges]
+        ids = kept(pledges)
         try:
             with trio.fail_after(60):
                 seconds = await converge(nodes, circle, ids)
@@ -355,7 +366,7 @@ async def test_a_burst_of_a_thousand_pledges_converges(tmp_path: Path) -> None:
                 nursery.start_soon(burst, node)
         accepted = time.monotonic() - started
         expected = reference_digest(nodes[0], circle, pledges)
-        ids = [p.id for p in pledges]
+        ids = kept(pledges)
         try:
             with trio.fail_after(120):
                 async with trio.open_nursery() as nursery:
@@ -419,7 +430,7 @@ async def test_a_partition_heals_to_one_state(tmp_path: Path) -> None:
                     )
         for side, half in enumerate((left, right)):
             with trio.fail_after(30):
-                await converge(half, circle, [p.id for p in halves[side]])
+                await converge(half, circle, kept(halves[side]))
         # Really apart: nothing redialled, and neither half has seen the other's pledges.
         assert cross_links(left, right) == cross_links(right, left) == 0
         assert left[0].circle(circle).digest() != right[0].circle(circle).digest()
@@ -456,8 +467,9 @@ async def test_pledges_past_the_gossip_budget_are_coalesced_and_synced(tmp_path:
         assert a._gossip.pending == {circle: pledges[-1].data}
         # b still gets every one of them, the superseded ones by sync.
         with trio.fail_after(30):
-            await holds(b, circle, [p.id for p in pledges])
-        assert b.syncer.fetched >= 17
+            await holds(b, circle, kept(pledges))
+        assert len(kept(pledges)) == PLEDGE_SEQS_PER_KEY
+        assert b.syncer.fetched >= PLEDGE_SEQS_PER_KEY - 3
         assert b.circle(circle).digest() == a.circle(circle).digest()
 
 
