@@ -150,6 +150,8 @@ class Node(_Intake, _OwnMoves, _Certificates):
         self._dropped_events: dict[int, int] = {}
         self._my_offers: set[bytes] = set()
         self._certificates: dict[bytes, list[Envelope[protocol.Certificate]]] = {}
+        # Each circle's open requests for quote, under their caps (see _Intake._take_rfq).
+        self._rfq_logs: dict[bytes, protocol.RfqLog] = {}
         self._assembled: set[bytes] = set()
         self._assemble_delay = assemble_delay
         self._tick = tick

@@ -17,7 +17,9 @@ The log admits:
   about the circle;
 - a request for quote addressed to no vendor: the reverse auction's call,
   which vendors answer with offers on the circle's topic, and which every
-  member needs in its log to rank the same offers.
+  member needs in its log to rank the same offers. Its caps (each key's
+  newest, 16 keys per circle: :class:`protocol.RfqLog`) are applied after
+  admission, like the state's caps, and what they drop is discarded.
 
 It refuses, with a reason:
 

@@ -94,6 +94,7 @@ class _NodeCore:
     _dropped_events: dict[int, int]
     _my_offers: set[bytes]
     _certificates: dict[bytes, list[Envelope[protocol.Certificate]]]
+    _rfq_logs: dict[bytes, protocol.RfqLog]
     _assembled: set[bytes]
     _assemble_delay: float
     _gossip: _GossipPacer

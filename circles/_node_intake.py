@@ -288,6 +288,9 @@ class _Intake(_NodeCore):
             self._certificates.setdefault(circle, []).append(envelope)
             if envelope.signer == self.public_key:
                 self._assembled.add(_certificate_key(message))
+        if isinstance(message, protocol.QuoteRequest):
+            self._take_rfq(state, circle, envelope, replay=replay)
+            return True
         # A stalled circle's time stays where it is: moving it is what raised.
         now = 0 if circle in self._stalled else self.now()
         try:
@@ -307,6 +310,40 @@ class _Intake(_NodeCore):
             ):
                 self._nursery.start_soon(self._countersign_quietly, envelope)
         return True
+
+    def _take_rfq(
+        self, state: Any, circle: bytes, envelope: Envelope[Any], *, replay: bool
+    ) -> None:
+        """Keep an open request for quote under the circle's rfq caps (docs/protocol.md, Caps).
+
+        Not circle state: the circle's :class:`protocol.RfqLog` holds it, and
+        what its caps drop the store discards (not remembered as refused, as
+        for the state's caps: standing may differ when sync brings it back).
+        ``CircleState.apply`` is not called: it would only refuse the request,
+        and remember its id for good, a cost every throwaway key would add to.
+        The app still hears of each arrival as before, as a ``Refused``
+        ("not-circle-state") event, or with the cap's reason (vendors' desks
+        bid on what the log holds).
+        """
+        rfqs = self._rfq_logs.get(circle)
+        if rfqs is None:
+            rfqs = self._rfq_logs[circle] = protocol.RfqLog(state.charter)
+        refused = rfqs.add(envelope, protocol.RfqLog.standing(state))
+        dropped = rfqs.take_dropped()
+        if dropped:
+            assert self._store is not None
+            self._store.discard(dropped)
+        if replay:
+            return
+        if refused is None:
+            refused = protocol.Refused(
+                message=envelope.id,
+                kind=envelope.kind,
+                signer=envelope.signer,
+                reason="not-circle-state",
+                detail="a request for quote is kept in the circle's log, not in its state",
+            )
+        self._emit(CircleUpdated(circle=circle, event=refused))
 
     def _put_aside(self, envelope: Envelope[Any], circle: bytes, exc: Exception) -> None:
         """Set aside an envelope whose apply raised: kept, logged once, out of the state.
@@ -353,6 +390,7 @@ class _Intake(_NodeCore):
             state = protocol.CircleState(charter)
             self._states[circle] = state
             self._certificates.pop(circle, None)
+            self._rfq_logs.pop(circle, None)
             try:
                 # Time first, alone: a fault here is not any envelope's.
                 state.advance(now)

@@ -99,6 +99,7 @@ from ._reputation import vendor_reputation as vendor_reputation
 from ._reputation import verify_deal as verify_deal
 from ._reputation import verify_referral as verify_referral
 from ._reputation import wilson_lower_ppm as wilson_lower_ppm
+from ._rfq_log import RfqLog as RfqLog
 from ._transitions import CIRCLE_TRANSITIONS as CIRCLE_TRANSITIONS
 from ._transitions import CircleInput as CircleInput
 
@@ -181,6 +182,7 @@ __all__ = [
     "RelationshipError",
     "Reputation",
     "ReverseAuction",
+    "RfqLog",
     "RuleAnomaly",
     "seal",
     "signing_bytes",

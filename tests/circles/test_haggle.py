@@ -568,17 +568,21 @@ async def test_a_desk_bids_on_a_few_open_auctions_per_signer_only(
 ) -> None:
     network = MemoryNetwork(seed=7, latency=0.01)
     async with memory_nodes(tmp_path, network, 1, 1) as (alice, vendor):
-        circle = await circle_with_pledges([alice, vendor], [(10, 5000)])
+        # One circle's log keeps one open request per key (RFQS_PER_KEY): four
+        # auctions at once by one signer run in four circles.
+        circles = [await circle_with_pledges([alice, vendor], [(10, 5000)]) for _ in range(4)]
         strategy = TakeItOrLeaveIt(reservation=4000, price=4500)
         async with VendorDesk(vendor, strategy=strategy, max_sessions_per_peer=2) as desk:
             with trio.fail_after(600):
-                for n in range(4):
+                for n, circle in enumerate(circles):
                     await request_quotes(alice, circle, respond_within=30, product=f"lot {n}")
-                await vendor.wait_until(lambda: len(quote_requests(vendor, circle)) == 4)
+                await vendor.wait_until(
+                    lambda: all(len(quote_requests(vendor, c)) == 1 for c in circles)
+                )
                 await trio.sleep(5)
                 assert desk.statistics().bids == 2
                 # Once those auctions close, the same signer may run new ones.
                 await trio.sleep(40)
-                await request_quotes(alice, circle, respond_within=30, product="lot 5")
+                await request_quotes(alice, circles[0], respond_within=30, product="lot 5")
                 await trio.sleep(5)
                 assert desk.statistics().bids == 3
