@@ -19,6 +19,14 @@ session is forgotten as soon as it ends (agreement, rejection, walk-away or
 deadline), keeping only its last answer, in a bounded memory, so that a
 retried request gets the same answer again.
 
+The desk does not join a circle to negotiate with it: anyone may name any
+circle in a request for quote, even one made up for the purpose, and a node
+follows a joined circle for good. It fetches an unknown circle's charter and
+pledges from its peers (only while the node holds fewer circles it has not
+joined than it keeps, ``MAX_UNJOINED_CIRCLES``; else it refuses with
+"unknown-circle"), and joins the circle when a session agrees, syncing its
+pledges before it signs the offer.
+
 When a session agrees, the desk publishes the agreed price as an ordinary
 :class:`protocol.Offer` on the circle's topic (one tier at the agreed price,
 for the agreed quantity), so the circle's certificate and deal path closes
@@ -335,12 +343,20 @@ class VendorDesk:
             raise _Refusal("busy", f"at most {self._max_per_peer} open sessions per peer")
         self._opening[session_id] = peer
         try:
-            if body.circle not in self.node.joined():
-                # The agreed offer and its certificate travel on the circle's topic:
-                # the vendor follows it (fetching the charter from peers if need be).
-                with trio.move_on_after(self._join_timeout):
-                    with contextlib.suppress(NodeError):
-                        await self.node.join(body.circle, timeout=self._join_timeout)
+            if body.circle not in self.node.circles():
+                # Fetch the charter (and the pledges) from peers, without joining:
+                # anyone may name any circle, even one made up for the purpose, and a
+                # joined circle is followed for good. The node joins it when the desk
+                # agrees (its offer). Only while the node holds fewer circles it has
+                # not joined than its bound (the announce topic's), so requests naming
+                # made-up circles cannot grow what the node holds without bound.
+                if self.node.unjoined_circles_full():
+                    raise _Refusal(
+                        "unknown-circle",
+                        "this node holds as many circles as it keeps unjoined: announce "
+                        "the circle first, or ask again later",
+                    )
+                await self._fetch_circle(body.circle)
             if body.circle not in self.node.circles():
                 raise _Refusal("unknown-circle", "no peer gave us the circle's charter")
         finally:
@@ -364,6 +380,20 @@ class VendorDesk:
         self._sessions[session_id] = live
         self._counts["opened"] += 1
         return self._answer(live, session_id)
+
+    async def _fetch_circle(self, circle: bytes, *, until_known: bool = True) -> None:
+        """Sync ``circle`` from connected peers, within ``join_timeout`` seconds in all.
+
+        ``until_known``: stop at the first peer that gave the charter; otherwise
+        ask up to three peers, for the latest pledges.
+        """
+        node = self.node
+        peers = sorted(node.transport.peers())
+        with trio.move_on_after(self._join_timeout):
+            for peer in peers if until_known else peers[:3]:
+                await node.syncer.sync_quietly(circle, peer)
+                if until_known and circle in node.circles():
+                    return
 
     def _answer(self, live: _Session, move_id: bytes) -> bytes:
         """The vendor's answer to the circle move ``move_id`` just applied."""
@@ -449,6 +479,11 @@ class VendorDesk:
         self, agreement: protocol.Agreement, request: QuoteRequest
     ) -> None:
         try:
+            # Follow the circle from now on (the offer, its certificate and the deal
+            # travel on its topic) and bring its pledges up to date: the desk did not
+            # follow it while negotiating, so what it holds may be old.
+            await self.node.join(agreement.circle, timeout=self._join_timeout)
+            await self._fetch_circle(agreement.circle, until_known=False)
             # Pledges are admitted whole, dearest first, until one does not fit:
             # a capacity of exactly the agreed quantity often clears nothing when
             # the circle pledged more. The agreed price holds for every unit the

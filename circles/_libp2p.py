@@ -21,6 +21,8 @@ reason beside it:
   while a peer's queue is past half full (back-pressure) rather than letting
   the queue drop the message;
 - inbound pubsub RPCs over 64 KiB + framing are dropped unread;
+- a subscription to a topic name over 256 characters is ignored (py-libp2p held
+  every one a peer sent, 64 KiB each, up to 10,000 per peer);
 - a message id is still gossipsub's (from, seqno), but the validator wrapper
   de-duplicates by content (BLAKE2b-256 of the data) before the user's
   validator runs, so the same envelope relayed by two origins costs one

@@ -35,7 +35,13 @@ from ._transport import (
 if TYPE_CHECKING:
     from libp2p.abc import IHost
 
-__all__ = ["BACKPRESSURE_HIGH_WATER", "BACKPRESSURE_PATIENCE"]
+__all__ = ["BACKPRESSURE_HIGH_WATER", "BACKPRESSURE_PATIENCE", "MAX_TOPIC_LENGTH"]
+
+#: Longest topic name a remote peer may subscribe to (ours are under 100
+#: characters). py-libp2p keeps every topic a peer subscribes to, up to
+#: ``max_subscriptions_per_peer`` of them, whatever their length: without this
+#: one peer could make the host hold 64 KiB per subscription.
+MAX_TOPIC_LENGTH = 256
 
 #: ``publish`` waits while some peer's queue holds at least this many RPCs.
 BACKPRESSURE_HIGH_WATER = OUTBOUND_QUEUE // 2
@@ -267,6 +273,13 @@ def _guarded_pubsub_class() -> type[Any]:
                 raise
             except Exception:
                 self._contain("pubsub message", msg_forwarder)
+
+        def handle_subscription(self, origin_id: Any, sub_message: Any) -> None:
+            if sub_message.subscribe and len(sub_message.topicid) > MAX_TOPIC_LENGTH:
+                if self.transport is not None:
+                    self.transport._counters.oversize += 1
+                return  # never held; an unsubscribe of such a topic is a no-op anyway
+            super().handle_subscription(origin_id, sub_message)
 
         def notify_subscriptions(self, publish_message: Any) -> None:
             transport = self.transport

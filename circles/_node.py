@@ -44,6 +44,7 @@ import trio
 import protocol
 from protocol import Envelope
 
+from . import _node_intake
 from ._node_admission import RecentlyStored, RefusedIds
 from ._node_certificates import _Certificates
 from ._node_core import NodeError, OwnHistoryUnknown, PledgeRefused, log
@@ -165,6 +166,8 @@ class Node(_Intake, _OwnMoves, _Certificates):
         # and circles whose clock could not move (see _Intake._stall).
         self._set_aside: dict[bytes, SetAside] = {}
         self._stalled: set[bytes] = set()
+        # Circles held but not joined, per founder (see _Intake._unjoined_counts).
+        self._unjoined_cache: tuple[tuple[int, int], int, dict[bytes, int]] | None = None
         self._anti_entropy_turn = int.from_bytes(identity.public_key[:4], "big")
         self.refused = 0
 
@@ -272,6 +275,12 @@ class Node(_Intake, _OwnMoves, _Certificates):
     def joined(self) -> list[bytes]:
         """Ids of the circles this node takes part in."""
         return sorted(self._joined)
+
+    def unjoined_circles_full(self) -> bool:
+        """True when the node holds as many circles it has not joined as it keeps
+        (``MAX_UNJOINED_CIRCLES``): it takes no more announced charters then, and
+        a vendor's desk fetches no more circles named by requests for quote."""
+        return self._unjoined_counts()[0] >= _node_intake.MAX_UNJOINED_CIRCLES
 
     def events(self, *, buffer: int = 10_000) -> EventStream:
         """Every event from now on, until the node stops or the stream is closed.

@@ -35,7 +35,9 @@ It refuses, with a reason:
 - against the charter: ``wrong-currency`` (a pledge, offer, certificate, deal
   or request for quote in another currency), ``above-ceiling`` (a pledge
   above the charter's ceiling), ``not-invite-only`` (an invite to an open
-  circle), ``bad-extension`` (an extension the charter does not allow).
+  circle), ``may-not-invite`` (an invite by a key other than the founder
+  where members may not invite), ``bad-extension`` (an extension the
+  charter does not allow).
   :class:`protocol.CircleState` refuses each of these whatever else arrives,
   before or after.
 
@@ -157,6 +159,11 @@ def check_admissible(
             raise AdmissionRefused(
                 "the circle is open to anyone: an invite means nothing in it",
                 reason="not-invite-only",
+            )
+        if not rules.members_invite and envelope.signer != charter.signer:
+            raise AdmissionRefused(
+                "only the founder invites in this circle (members_invite is off)",
+                reason="may-not-invite",
             )
     elif isinstance(message, protocol.Extension) and not extension_is_valid(charter, envelope):
         raise AdmissionRefused(

@@ -100,6 +100,7 @@ class _NodeCore:
     _gossip: _GossipPacer
     _set_aside: dict[bytes, SetAside]
     _stalled: set[bytes]
+    _unjoined_cache: tuple[tuple[int, int], int, dict[bytes, int]] | None
 
     if TYPE_CHECKING:
         # Defined by the other parts; declared here so each part type-checks alone.

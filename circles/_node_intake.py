@@ -40,10 +40,18 @@ from ._node_events import CircleDiscovered, CircleUpdated, EnvelopeSetAside
 from ._store import SetAside, StoreError
 from ._transport import MAX_GOSSIP_MESSAGE, PeerId, Verdict
 
-__all__ = ["MAX_FUTURE_SKEW"]
+__all__ = ["MAX_ANNOUNCED_PER_FOUNDER", "MAX_FUTURE_SKEW", "MAX_UNJOINED_CIRCLES"]
 
 #: Messages dated further ahead than this by our clock are ignored at admission.
 MAX_FUTURE_SKEW = 300
+#: Circles one founder key may have kept on a node from the announce topic, among
+#: those the node has not joined. Anyone may sign charters, and each one kept is a
+#: circle state in memory and a row on disk for good; past this, more charters of
+#: that key are ignored (a member can still join one by id: it is fetched from a peer).
+MAX_ANNOUNCED_PER_FOUNDER = 16
+#: Circles a node keeps without having joined them, from every founder together:
+#: the bound for throwaway keys. Past it, announced charters are ignored.
+MAX_UNJOINED_CIRCLES = 4096
 #: Validated envelopes waiting for their delivery, at most.
 _MAX_VALIDATED = 10_000
 
@@ -219,8 +227,57 @@ class _Intake(_NodeCore):
         if isinstance(admitted, _Held):
             fresh = self._recently_stored.fresh(admitted.id, self.now())
             return Verdict.ACCEPT if fresh else Verdict.IGNORE
+        reason = self._unwanted_announce(envelope)
+        if reason is not None:
+            # Valid, but not kept here: ignored (not forwarded, no penalty), not
+            # remembered as refused (a place may free up, and the member may join it).
+            self._refuse(b"", reason, sender)
+            return Verdict.IGNORE
         self._keep_validated(envelope)
         return Verdict.ACCEPT
+
+    def _unwanted_announce(self, envelope: Envelope[protocol.Message]) -> str | None:
+        """Why an announced charter is not kept, or None to keep it.
+
+        ``"expired"``: its deadline has passed (nothing left to discover);
+        ``"founder-full"``: its founder has :data:`MAX_ANNOUNCED_PER_FOUNDER`
+        circles kept here that the node has not joined; ``"circles-full"``: the
+        node keeps :data:`MAX_UNJOINED_CIRCLES` such circles. Circles the node
+        joined do not count: those are the member's own choice.
+        """
+        message = envelope.message
+        assert isinstance(message, protocol.Charter)
+        if envelope.id in self._states:
+            return None
+        if message.deadline <= self.now():
+            return "expired"
+        total, by_founder = self._unjoined_counts()
+        if total >= MAX_UNJOINED_CIRCLES:
+            return "circles-full"
+        if by_founder.get(envelope.signer, 0) >= MAX_ANNOUNCED_PER_FOUNDER:
+            return "founder-full"
+        return None
+
+    def _unjoined_counts(self) -> tuple[int, dict[bytes, int]]:
+        """(circles held but not joined, how many of them each founder key signed).
+
+        Counted again only when a circle was added or joined (both sets only
+        grow), so a flood of charters costs a dict lookup each, not a scan.
+        """
+        key = (len(self._states), len(self._joined))
+        cached = self._unjoined_cache
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        by_founder: dict[bytes, int] = {}
+        total = 0
+        for circle, state in self._states.items():
+            if circle in self._joined:
+                continue
+            total += 1
+            signer = state.charter.signer
+            by_founder[signer] = by_founder.get(signer, 0) + 1
+        self._unjoined_cache = (key, total, by_founder)
+        return total, by_founder
 
     async def _deliver(self, subscription: Any, circle: bytes | None = None) -> None:
         async for delivery in subscription:
@@ -236,6 +293,14 @@ class _Intake(_NodeCore):
                 ):
                     continue
                 envelope = admitted
+            if (
+                circle is None
+                and isinstance(envelope.message, protocol.Charter)
+                and self._unwanted_announce(envelope) is not None
+            ):
+                # Checked again here, one delivery at a time: several charters can
+                # pass the validator before the first of them is applied.
+                continue
             self._take(envelope)
             await trio.lowlevel.checkpoint()
 

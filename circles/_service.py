@@ -26,7 +26,14 @@ import protocol
 from ._errors import CirclesError
 from ._money import parse_money
 from ._node import Node
-from ._receipts import RECEIPT_PROTOCOL, RECEIPTS_TOPIC, ReceiptBook, verified_deals
+from ._receipts import (
+    RECEIPT_PROTOCOL,
+    RECEIPTS_TOPIC,
+    ReceiptBook,
+    ReceiptRefused,
+    deal_members,
+    verified_deals,
+)
 from ._topics import circle_topic
 from ._transport import PeerId, RequestFailed, Verdict, peer_id_of
 from ._views import circle_details, circle_summary
@@ -254,7 +261,10 @@ class Service:
             created=self.node.now(),
         )
         envelope = protocol.seal(receipt, self.node.identity)
-        self.receipts.add(envelope.data)
+        try:
+            self._keep_receipt(envelope.data)
+        except ReceiptRefused as exc:
+            raise ServiceError(str(exc), reason=exc.reason) from None
         delivered = await self._deliver_receipt(envelope)
         return {
             "receipt": envelope.id.hex(),
@@ -297,23 +307,36 @@ class Service:
             return False
         return True
 
+    def _keep_receipt(self, data: bytes) -> protocol.Envelope[protocol.Receipt]:
+        return self.receipts.add(data, members_of=deal_members(self.node), now=self.node.now())
+
     def _validate_receipt(self, data: bytes, sender: PeerId) -> Verdict:
+        # Only receipts that can count are forwarded (and then kept): a stranger's,
+        # or one for a deal nobody here holds, would grow every node's file for nothing.
         try:
-            protocol.decode_as(data, protocol.Receipt)
+            self.receipts.check(data, members_of=deal_members(self.node), now=self.node.now())
+        except ReceiptRefused as exc:
+            if exc.reason == "not-a-member":
+                return Verdict.REJECT  # never counts, on any node holding the deal
+            return Verdict.IGNORE
         except protocol.ProtocolError:
             return Verdict.REJECT
         return Verdict.ACCEPT
 
     async def _receive_receipt(self, peer: PeerId, data: bytes) -> bytes:
-        self.receipts.add(data)  # raises on a bad receipt: the stream is reset
+        # A refusal raises: the stream is reset and the sender sees the request fail.
+        self._keep_receipt(data)
         return b"ok"
 
     async def _take_receipts(self, subscription: Any) -> None:
         async for delivery in subscription:
             try:
-                self.receipts.add(delivery.data)
-            except protocol.ProtocolError as exc:
+                self._keep_receipt(delivery.data)
+            except (protocol.ProtocolError, ReceiptRefused) as exc:
                 log.debug("ignored a receipt: %s", exc.reason)
+            except OSError as exc:
+                # A full disk must not stop the node: the receipt is lost here, not elsewhere.
+                log.warning("could not keep a receipt: %s", exc)
 
 
 #: The range an integer argument may take (what the wire's integers hold).

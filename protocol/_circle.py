@@ -276,6 +276,13 @@ class CircleState(CircleView):
             )
             self._dropped.append(env.id)
             return Input.IGNORED
+        if not self._may_invite(env.signer):
+            # Decided by the charter alone: this key can never invite here.
+            events.append(
+                self._refuse(env, "may-not-invite", "only the founder invites in this circle")
+            )
+            self._dropped.append(env.id)
+            return Input.IGNORED
         if not self._take_invite(env, events):
             return Input.IGNORED
         if env.signer not in admitted or not self._may_invite(env.signer):

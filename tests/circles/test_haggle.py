@@ -192,7 +192,9 @@ async def test_the_circle_walks_away_rather_than_accept_what_its_pledges_no_long
                         strategy=TakeItOrLeaveIt(reservation=5000),
                         pace=20.0,
                     )
-                await vendor.wait_until(lambda: len(vendor.circle(circle).live_pledges()) == 1)
+                # The desk does not follow a circle it only negotiates with (it joins on
+                # agreement), so the circle's own view shows Bob's withdrawal.
+                await alice.wait_until(lambda: len(alice.circle(circle).live_pledges()) == 1)
             assert desk.statistics().open_sessions == 0
             assert desk.agreements == ()
         assert isinstance(outcome.result, Ended)

@@ -418,8 +418,12 @@ async def test_each_kind_is_admitted_or_refused_with_its_reason(
                 )
             # What may count once an invite or an extension arrives is let in.
             validate_club = alice._circle_validator(club)
-            assert validate_club(in_club.invite(), "bob") is Verdict.ACCEPT
+            founder = Signed(club, alice.identity, now)
+            assert validate_club(founder.invite(), "bob") is Verdict.ACCEPT
             assert validate_club(in_club.pledge(), "bob") is Verdict.ACCEPT  # not invited yet
+            # Only the founder invites here (members_invite is off): decided for good.
+            assert validate_club(in_club.invite(), "bob") is Verdict.REJECT
+            assert (await next_refusal(events)).reason == "may-not-invite"
             assert validate_club(in_club.extension(ident(1)), "bob") is Verdict.ACCEPT
             assert validate_club(in_club.extension(ident(2)), "bob") is Verdict.REJECT
             assert (await next_refusal(events)).reason == "bad-extension"

@@ -75,3 +75,21 @@ def test_proofs_that_differ_only_in_created_keep_one() -> None:
         assert len(dropped) == 9
         assert MEMBERS[2].public_key in state.equivocators()
     assert len(digests) == 1
+
+
+def test_only_the_founder_invites_where_members_may_not_and_others_are_not_kept() -> None:
+    """Decided by the charter alone, so no stranger's invites pile up in the log."""
+    from .test_circle import FOUNDER, invite
+
+    club = charter(invite_only=True, members_invite=False)
+    state = CircleState(club, now=T0 + 100)
+    events = state.apply(invite(club, MEMBERS[0], MEMBERS[1]), T0 + 100)
+    assert [e.reason for e in events if hasattr(e, "reason")] == ["may-not-invite"]
+    assert len(state.take_dropped()) == 1
+    state.apply(invite(club, FOUNDER, MEMBERS[0]), T0 + 100)
+    assert state.take_dropped() == []
+    assert MEMBERS[0].public_key in state.members()
+    # The founder's invitee still may not invite (members_invite is off).
+    state.apply(invite(club, MEMBERS[0], MEMBERS[1]), T0 + 100)
+    assert MEMBERS[1].public_key not in state.members()
+    assert len(state.take_dropped()) == 1
