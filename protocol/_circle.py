@@ -17,6 +17,7 @@ Status changes are checked against ``_transitions.CIRCLE_TRANSITIONS``.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -29,7 +30,7 @@ from ._certificate import (
     make_proof,
     verify_misbehaviour,
 )
-from ._circle_view import SMALLER_TIER_WINDOW, CircleView, _entry
+from ._circle_view import SMALLER_TIER_WINDOW, CircleView, HeldPledge, KeyPledges
 from ._envelope import Envelope
 from ._errors import InvalidMessage
 from ._events import (
@@ -80,8 +81,10 @@ class CircleState(CircleView):
         self._now = charter.message.created if now is None else now
         self._seen: set[bytes] = set()
         # Each key's pledges sorted by (seq, id): at most PLEDGE_SEQS_PER_KEY seqs,
-        # PLEDGES_PER_SEQ at each (see protocol/_caps.py).
-        self._pledges: dict[bytes, list[Envelope[Pledge]]] = {}
+        # PLEDGES_PER_SEQ at each (see protocol/_caps.py), and the one the demand
+        # book counts. The state keeps a HeldPledge record per pledge, not its
+        # envelope, and the common case (one pledge, counted) bare: see _keep.
+        self._pledges: dict[bytes, HeldPledge | KeyPledges] = {}
         self._pledgers = KeyLottery(charter.id, caps.PLEDGING_KEYS_PER_CIRCLE)
         self._vendors = KeyLottery(charter.id, caps.VENDORS_PER_CIRCLE)
         self._cert_signers = KeyLottery(charter.id, caps.CERTIFICATE_SIGNERS_PER_CIRCLE)
@@ -97,7 +100,7 @@ class CircleState(CircleView):
         self._pinned_offers: dict[bytes, Envelope[Offer]] = {}
         self._floors: list[tuple[int, bytes]] = []
         self._proof_envs: dict[bytes, bytes] = {}
-        self._by_id: dict[bytes, Envelope[Pledge]] = {}
+        self._by_id: dict[bytes, HeldPledge] = {}
         self._invites: dict[bytes, list[Envelope[Invite]]] = {}
         self._admitted: dict[bytes, bytes] | None = (
             {charter.signer: charter.id} if self._rules.invite_only else None
@@ -115,7 +118,6 @@ class CircleState(CircleView):
         self._to_check: set[bytes] = set()
         self._deals_dirty = False
         self._proofs: dict[bytes, Misbehaviour] = {}
-        self._live: dict[bytes, Envelope[Pledge]] = {}
         self._book = DemandBook()
         self._deadline = self._rules.deadline
         self._deal: Envelope[Deal] | None = None
@@ -243,7 +245,7 @@ class CircleState(CircleView):
             # Outside the key's window, but a deal may pin it (then it is held).
             return Input.PLEDGE if env.id in self._by_id else Input.IGNORED
         self._check_named(env.id)
-        at_seq = [e for e in self._pledges[member] if e.message.seq == p.seq]
+        at_seq = [h for h in self._held_of(member) if h.seq == p.seq]
         if len(at_seq) > 1:
             self._check_member(member)
             self._record_proof(member, events)
@@ -259,7 +261,7 @@ class CircleState(CircleView):
             events.append(self._refuse(env, "equivocator", "this key equivocated in this circle"))
         self._refresh(member, events)
         latest = self._latest(member)
-        if latest is not None and latest.id != env.id and latest.message.seq > p.seq:
+        if latest is not None and latest.id != env.id and latest.seq > p.seq:
             events.append(self._refuse(env, "superseded", "a higher sequence number is live"))
         self._bound_events(member, events)
         return Input.WITHDRAWAL if p.quantity == 0 else Input.PLEDGE
@@ -341,12 +343,11 @@ class CircleState(CircleView):
     def _record_proof(self, member: bytes, events: list[CircleEvent]) -> None:
         # The proof is recomputed from everything held (the pair with the smallest
         # ids), so which proof a state keeps does not depend on arrival order.
-        envs = self._pledges.get(member, [])
-        pairs: list[tuple[Envelope[Any], Envelope[Any]]] = [
-            (a, b) for a, b in pairwise(envs) if a.message.seq == b.message.seq
+        pairs: list[tuple[bytes, bytes]] = [
+            (a.id, b.id) for a, b in pairwise(self._held_of(member)) if a.seq == b.seq
         ]
         if member == self._charter.signer and len(self._extensions) > 1:
-            first, second = sorted(self._extensions.values(), key=lambda e: e.id)[:2]
+            first, second = sorted(self._extensions)[:2]
             pairs.append((first, second))
         if not pairs:
             # A cap dropped the pair: equivocation is judged on what a circle keeps.
@@ -354,11 +355,16 @@ class CircleState(CircleView):
                 self._check_member(member)
                 self._refresh(member, events)
             return
-        proof = make_proof(*min(pairs, key=lambda pair: (pair[0].id, pair[1].id)))
+        proof = make_proof(*(self._held_envelope(i) for i in min(pairs)))
         if member not in self._proofs:
             events.append(EquivocationDetected(member=member, proof=proof))
             self._check_member(member)
         self._proofs[member] = proof
+
+    def _held_envelope(self, message_id: bytes) -> Envelope[Any]:
+        """A held pledge's or extension's envelope, by id."""
+        extension = self._extensions.get(message_id)
+        return extension if extension is not None else self._envelope(self._by_id[message_id])
 
     def _apply_proof(
         self, env: Envelope[Message], proof: Misbehaviour, events: list[CircleEvent]
@@ -416,29 +422,33 @@ class CircleState(CircleView):
             return False
         if lost is not None:
             self._drop_member(lost, events)
-        envs = self._pledges.setdefault(member, [])
+        mine = self._held_of(member)
         seq = env.message.seq
-        seqs = {e.message.seq for e in envs}
+        seqs = {h.seq for h in mine}
         if seq not in seqs and len(seqs) >= caps.PLEDGE_SEQS_PER_KEY and seq < min(seqs):
             if not self._hold_pinned(env):
                 self._cap_refuse(env, events, "seq-cap", "this key holds newer pledges")
             return False
-        at_seq = [e for e in envs if e.message.seq == seq]
+        at_seq = [h for h in mine if h.seq == seq]
         if len(at_seq) >= caps.PLEDGES_PER_SEQ and env.id > at_seq[-1].id:
             # The key equivocated already at this seq; a third pledge proves nothing more.
             if not self._hold_pinned(env):
                 self._cap_refuse(env, events, "equivocator", "this key equivocated at this seq")
             return False
-        insort(envs, env, key=lambda e: (e.message.seq, e.id))
-        self._by_id[env.id] = env
-        gone: list[Envelope[Pledge]] = []
+        held = HeldPledge.of(env)
+        envs = list(mine)
+        insort(envs, held, key=lambda h: (h.seq, h.id))
+        self._by_id[env.id] = held
+        gone: list[HeldPledge] = []
         if len(at_seq) >= caps.PLEDGES_PER_SEQ:
             gone.append(at_seq[-1])
         if seq not in seqs and len(seqs) >= caps.PLEDGE_SEQS_PER_KEY:
             low = min(seqs)
-            gone += [e for e in envs if e.message.seq == low]
+            gone += [h for h in envs if h.seq == low]
         for old in gone:
             envs.remove(old)
+        self._keep(member, envs, self._live_of(member))
+        for old in gone:
             self._release(old.id)
         if gone:
             self._record_proof(member, events)
@@ -446,7 +456,9 @@ class CircleState(CircleView):
 
     def _drop_member(self, member: bytes, events: list[CircleEvent]) -> None:
         """Forget every pledge of a key that lost its place in the circle's key cap."""
-        for old in self._pledges.pop(member, []):
+        mine = self._held_of(member)
+        self._keep(member, (), self._live_of(member))
+        for old in mine:
             self._release(old.id)
         self._record_proof(member, events)
         self._refresh(member, events)
@@ -464,12 +476,12 @@ class CircleState(CircleView):
         """Hold a pledge outside its key's window when a deal pins it."""
         if not self._pinned(env.id):
             return False
-        self._by_id[env.id] = env
+        self._by_id[env.id] = HeldPledge.of(env)
         self._check_named(env.id)
         return True
 
-    def _in_window(self, env: Envelope[Pledge]) -> bool:
-        return any(e.id == env.id for e in self._pledges.get(env.signer, ()))
+    def _in_window(self, held: HeldPledge) -> bool:
+        return any(h.id == held.id for h in self._held_of(held.signer))
 
     def _release(self, message_id: bytes) -> None:
         """Drop a pledge or offer that neither its cap nor a deal keeps any more."""
@@ -712,8 +724,8 @@ class CircleState(CircleView):
         the deals whose verdict a standing decides (valid, or refused for an
         equivocator) are checked too; the deal caps bound them.
         """
-        for env in self._pledges.get(member, ()):
-            self._check_named(env.id)
+        for held in self._held_of(member):
+            self._check_named(held.id)
         for deal_id, problem in self._deal_problems.items():
             if problem is None or problem == "equivocator":
                 self._to_check.add(deal_id)
@@ -728,60 +740,70 @@ class CircleState(CircleView):
 
     # ---------------------------------------------------------- membership
 
-    def _latest(self, member: bytes) -> Envelope[Pledge] | None:
+    def _latest(self, member: bytes) -> HeldPledge | None:
         """The member's highest-sequence pledge made by the deadline (withdrawals too).
 
         At each seq the pledge with the smallest id stands for it; a key holds
         at most PLEDGE_SEQS_PER_KEY seqs, so this walk is bounded.
         """
-        envs = self._pledges.get(member)
-        if not envs:
-            return None
+        envs = self._held_of(member)
         i = len(envs) - 1
         while i >= 0:
-            seq = envs[i].message.seq
-            while i > 0 and envs[i - 1].message.seq == seq:
+            seq = envs[i].seq
+            while i > 0 and envs[i - 1].seq == seq:
                 i -= 1
-            if envs[i].message.created <= self._deadline:
+            if envs[i].created <= self._deadline:
                 return envs[i]
             i -= 1
         return None
 
-    def _counted(self, member: bytes) -> Envelope[Pledge] | None:
+    def _counted(self, member: bytes) -> HeldPledge | None:
         if member in self._proofs:
             return None
         if self._admitted is not None and member not in self._admitted:
             return None
         latest = self._latest(member)
-        if latest is None or latest.message.quantity == 0:
+        if latest is None or latest.quantity == 0:
             return None
         return latest
 
+    def _keep(self, member: bytes, window: Sequence[HeldPledge], live: HeldPledge | None) -> None:
+        """Store a key's pledges within its caps and the one the book counts.
+
+        A key whose one pledge counts is stored as that bare record: most keys
+        are, and a KeyPledges would cost a tuple and a record more per key.
+        """
+        if live is not None and len(window) == 1 and window[0] is live:
+            self._pledges[member] = live
+        elif window or live is not None:
+            self._pledges[member] = KeyPledges(live, tuple(window))
+        else:
+            self._pledges.pop(member, None)
+
     def _refresh(self, member: bytes, events: list[CircleEvent]) -> None:
-        old = self._live.get(member)
+        old = self._live_of(member)
         new = self._counted(member)
         if old is new:
             return
         if old is not None:
-            self._book.remove(_entry(old))
-            del self._live[member]
+            self._book.remove_keyed(old, old.quantity, old.tolerance)
         if new is not None:
-            self._book.add(_entry(new))
-            self._live[member] = new
-            p = new.message
+            self._book.add_keyed(new, new.quantity, new.tolerance)
+        self._keep(member, self._held_of(member), new)
+        if new is not None:
             events.append(
                 PledgeCounted(
                     member=member,
                     pledge=new.id,
-                    seq=p.seq,
-                    quantity=p.quantity,
-                    max_price=p.max_price,
-                    tolerance=p.tolerance,
+                    seq=new.seq,
+                    quantity=new.quantity,
+                    max_price=new.max_price,
+                    tolerance=new.tolerance,
                 )
             )
         else:
             latest = self._latest(member)
-            withdrawal = latest.id if latest is not None and latest.message.quantity == 0 else None
+            withdrawal = latest.id if latest is not None and latest.quantity == 0 else None
             events.append(PledgeWithdrawn(member=member, pledge=withdrawal))
 
     # ------------------------------------------------------ derived status
@@ -815,7 +837,7 @@ class CircleState(CircleView):
                 named is not None
                 and named.signer == member
                 and latest is not None
-                and latest.message.seq > named.message.seq
+                and latest.seq > named.seq
             ):
                 events.append(
                     PledgeBound(member=member, pledge=named.id, later=latest.id, deal=deal.id)

@@ -9,11 +9,12 @@ that the rules that *change* the state stay in one file.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from ._certificate import InvalidCertificate, build_certificate, verify_certificate
 from ._codec import pack
-from ._envelope import Envelope
+from ._envelope import Envelope, rebuilt
 from ._errors import ProtocolError
 from ._events import CircleStatus
 from ._messages import (
@@ -26,7 +27,14 @@ from ._messages import (
     Offer,
     Pledge,
 )
-from ._quorum import Clearing, DemandBook, Entry, clear_tier
+from ._quorum import (
+    Clearing,
+    DemandBook,
+    Entry,
+    clear_tier,
+    priority_key,
+    unpack_position,
+)
 
 __all__ = ["SMALLER_TIER_WINDOW", "CircleView"]
 
@@ -34,14 +42,79 @@ __all__ = ["SMALLER_TIER_WINDOW", "CircleView"]
 SMALLER_TIER_WINDOW = 2 * 24 * 3600
 
 
-def _entry(env: Envelope[Pledge]) -> Entry:
-    p = env.message
+class HeldPledge(NamedTuple):
+    """A pledge the state holds: the fields it reads, and the parts of its envelope.
+
+    The state keeps this record instead of the envelope (issue 11: memory per
+    pledge): the pledge's circle and currency are the charter's (a pledge
+    naming others is refused), the rest is here, and
+    :meth:`CircleView._envelope` rebuilds the envelope where one is handed
+    out. It starts with the pledge's place in the fill order, (position, id),
+    so the demand book keeps this very record as its key (ids are unique: the
+    later fields are never compared) and makes no object per pledge.
+    """
+
+    position: int
+    """:func:`~protocol._quorum.priority_key` of (max price, created)."""
+    id: bytes
+    """The envelope's id."""
+    quantity: int
+    """Units pledged (0: a withdrawal)."""
+    tolerance: int
+    """Extra units the member also takes if that lets a tier fill."""
+    seq: int
+    """The pledge's sequence number."""
+    signer: bytes
+    """The member's key."""
+    signature: bytes
+    """The envelope's signature, verified when the pledge was applied."""
+
+    @classmethod
+    def of(cls, env: Envelope[Pledge]) -> HeldPledge:
+        """The record of a verified pledge envelope."""
+        p = env.message
+        return cls(
+            priority_key(p.max_price, p.created),
+            env.id,
+            p.quantity,
+            p.tolerance,
+            p.seq,
+            env.signer,
+            env.signature,
+        )
+
+    @property
+    def max_price(self) -> int:
+        """Highest unit price the member accepts."""
+        return unpack_position(self.position)[0]
+
+    @property
+    def created(self) -> int:
+        """When the member signed the pledge."""
+        return unpack_position(self.position)[1]
+
+
+class KeyPledges(NamedTuple):
+    """A key's held pledges, when they are not one pledge that counts.
+
+    Most keys hold one pledge and it is their live one: the state keeps that
+    bare :class:`HeldPledge` (no dict of live pledges, no per-key list).
+    """
+
+    live: HeldPledge | None
+    """The pledge the demand book counts for this key, or None."""
+    window: tuple[HeldPledge, ...]
+    """The key's pledges within its caps, sorted by (seq, id)."""
+
+
+def _entry(held: HeldPledge) -> Entry:
+    max_price, created = unpack_position(held.position)
     return Entry(
-        pledge=env.id,
-        quantity=p.quantity,
-        max_price=p.max_price,
-        tolerance=p.tolerance,
-        created=p.created,
+        pledge=held.id,
+        quantity=held.quantity,
+        max_price=max_price,
+        tolerance=held.tolerance,
+        created=created,
     )
 
 
@@ -51,10 +124,12 @@ class CircleView:
     _charter: Envelope[Charter]
     _rules: Charter
     _now: int
-    _pledges: dict[bytes, list[Envelope[Pledge]]]
+    # Per key: a bare HeldPledge when it is the key's one held pledge and it
+    # counts, else KeyPledges (see there).
+    _pledges: dict[bytes, HeldPledge | KeyPledges]
     _floors: list[tuple[int, bytes]]
     _deal_problems: dict[bytes, str | None]
-    _by_id: dict[bytes, Envelope[Pledge]]
+    _by_id: dict[bytes, HeldPledge]
     _invites: dict[bytes, list[Envelope[Invite]]]
     _admitted: dict[bytes, bytes] | None
     _extensions: dict[bytes, Envelope[Extension]]
@@ -63,12 +138,55 @@ class CircleView:
     _certificates: dict[bytes, Envelope[Certificate]]
     _deals: dict[bytes, Envelope[Deal]]
     _proofs: dict[bytes, Misbehaviour]
-    _live: dict[bytes, Envelope[Pledge]]
     _book: DemandBook
     _deadline: int
     _deal: Envelope[Deal] | None
     _clearing: Clearing | None
     _status: CircleStatus
+
+    # ---------------------------------------------------------- held pledges
+
+    def _envelope(self, held: HeldPledge) -> Envelope[Pledge]:
+        """The envelope of a held pledge, rebuilt from its record.
+
+        No signature check: the state verified these very bytes when the
+        pledge was applied (``apply`` takes only verified envelopes), the state
+        is pure, and the record, the charter's circle id and currency give back
+        the same message and so (canonical encoding) the same bytes.
+        """
+        max_price, created = unpack_position(held.position)
+        pledge = Pledge(
+            circle=self._charter.id,
+            seq=held.seq,
+            quantity=held.quantity,
+            max_price=max_price,
+            currency=self._rules.currency,
+            tolerance=held.tolerance,
+            created=created,
+        )
+        return rebuilt(pledge, held.signer, held.signature, held.id)
+
+    def _held_of(self, member: bytes) -> tuple[HeldPledge, ...]:
+        """A key's held pledges within its caps, sorted by (seq, id)."""
+        held = self._pledges.get(member)
+        if held is None:
+            return ()
+        return (held,) if isinstance(held, HeldPledge) else held.window
+
+    def _live_of(self, member: bytes) -> HeldPledge | None:
+        """The pledge the demand book counts for a key, or None."""
+        held = self._pledges.get(member)
+        if held is None or isinstance(held, HeldPledge):
+            return held
+        return held.live
+
+    def _live_items(self) -> Iterator[tuple[bytes, HeldPledge]]:
+        """(key, live pledge) for each key whose pledge counts."""
+        for member, held in self._pledges.items():
+            if isinstance(held, HeldPledge):
+                yield member, held
+            elif held.live is not None:
+                yield member, held.live
 
     # ------------------------------------------------------ derived status
 
@@ -192,13 +310,14 @@ class CircleView:
 
     def live_pledges(self) -> dict[bytes, Envelope[Pledge]]:
         """Each counting member's live pledge (withdrawn members are absent)."""
-        return dict(self._live)
+        envelope = self._envelope
+        return {member: envelope(held) for member, held in self._live_items()}
 
     def members(self) -> list[bytes]:
         """Admitted keys (invite-only) or keys with a live pledge plus the founder, sorted."""
         if self._admitted is not None:
             return sorted(self._admitted)
-        return sorted({self._charter.signer, *self._live})
+        return sorted({self._charter.signer, *(member for member, _ in self._live_items())})
 
     def progress(self) -> tuple[int, int]:
         """(units pledged by live pledges, the target)."""
@@ -206,10 +325,7 @@ class CircleView:
 
     def worst_case_costs(self) -> dict[bytes, int]:
         """Each member's worst case: (quantity + tolerance) x max price, in minor units."""
-        return {
-            m: (e.message.quantity + e.message.tolerance) * e.message.max_price
-            for m, e in self._live.items()
-        }
+        return {m: (h.quantity + h.tolerance) * h.max_price for m, h in self._live_items()}
 
     def equivocators(self) -> dict[bytes, Misbehaviour]:
         """Keys that equivocated in this circle, with one proof each (deterministic)."""
@@ -217,7 +333,8 @@ class CircleView:
 
     def pledge(self, pledge_id: bytes) -> Envelope[Pledge] | None:
         """A pledge envelope this circle holds, by id."""
-        return self._by_id.get(pledge_id)
+        held = self._by_id.get(pledge_id)
+        return None if held is None else self._envelope(held)
 
     def certificate(self, offer: bytes | None = None) -> Certificate:
         """Assemble the certificate for the best clearing (or for ``offer``'s).
@@ -242,7 +359,7 @@ class CircleView:
             raise InvalidCertificate("no offer clears for this circle now", reason="no-quorum")
         offer_env = self._offers[clearing.offer]
         tier = next(t for t in offer_env.message.tiers if t.unit_price == clearing.unit_price)
-        entries = [_entry(e) for e in self._live.values()]
+        entries = [_entry(held) for _, held in self._live_items()]
         allocations = clear_tier(
             entries,
             tier=tier,
@@ -258,7 +375,7 @@ class CircleView:
             charter=self._charter,
             offer=offer_env,
             unit_price=clearing.unit_price,
-            allocations=[(self._by_id[e.pledge], q) for e, q in allocations],
+            allocations=[(self._envelope(self._by_id[e.pledge]), q) for e, q in allocations],
         )
 
     def certificate_inputs(self, certificate: Certificate) -> dict[str, Any]:
@@ -269,7 +386,7 @@ class CircleView:
         return {
             "charter": self._charter,
             "offer": self._offers.get(certificate.offer) or self._pinned_offers[certificate.offer],
-            "pledges": [self._by_id[a.pledge] for a in certificate.allocations],
+            "pledges": [self._envelope(self._by_id[a.pledge]) for a in certificate.allocations],
             "invites": [i for invites in self._invites.values() for i in invites],
             "extension": extension,
         }
@@ -280,7 +397,7 @@ class CircleView:
         summary = [
             self._status.value,
             self._deadline,
-            sorted([m, e.id] for m, e in self._live.items()),
+            sorted([m, held.id] for m, held in self._live_items()),
             [list(point) for point in self._book.curve()],
             [self._book.total, len(self._book)],
             sorted([m, p.first, p.second] for m, p in self._proofs.items()),

@@ -172,6 +172,20 @@ def _unverified(
     return unverified
 
 
+def rebuilt(message: M, signer: bytes, signature: bytes, id: bytes) -> Envelope[M]:
+    """The envelope of parts taken from one that was verified: no signature check.
+
+    Internal to the protocol package: pure state that verified an envelope
+    may keep only its parts and hand the envelope out again later. The bytes
+    are the canonical encoding of ``[VERSION, kind, body, signer, signature]``;
+    ``decode`` accepts only canonical bytes, so for a ``message`` equal to the
+    one decoded they are byte for byte the bytes verified, and ``id`` (their
+    digest, passed in so it is not recomputed) still names them.
+    """
+    data = pack([VERSION, message.kind, to_wire(message), signer, signature])
+    return _envelope(message, signer, signature, data, id)  # type: ignore[return-value]
+
+
 def seal(message: M, identity: Identity) -> Envelope[M]:
     """Sign ``message`` as ``identity`` and return its envelope."""
     if not isinstance(message, Message):

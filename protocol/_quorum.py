@@ -5,16 +5,20 @@ higher max price first, then earlier ``created``, then smaller pledge id.
 Each pledge's place is ``(position, pledge id)`` with the integer position
 ``(MAX_MONEY - max_price) << 41 | created`` (plus one). The order is cut into
 blocks of at most ``2 * _BLOCK`` pledges; each block keeps its pledges'
-quantities and tolerances (packed in one integer each, quantity in the high
-bits) and, computed lazily, their running sums; a Fenwick tree over the
-blocks holds each block's sum. Adding or removing a pledge costs one
+quantities and tolerances and, computed lazily, their running sums; a
+Fenwick tree over the blocks holds each block's sums (packed in one integer,
+quantity in the high bits). Adding or removing a pledge costs one
 bisection and one list insertion in its block plus a Fenwick update (a
 split rebuilds the small tree over the blocks); the demand at a price and
 "the longest priority prefix that fits a capacity" cost a bisection over the
 blocks, a Fenwick walk over them and a bisection in one block: logarithmic
-in the number of pledges, and about 200 bytes per pledge (issue 11 replaced
-a sparse Fenwick tree over the 91-bit position space, which made up to 91
-dict nodes per pledge).
+in the number of pledges (issue 11 replaced a sparse Fenwick tree over the
+91-bit position space, which made up to 91 dict nodes per pledge). The book
+holds three list slots per pledge and no object of its own: the key is a
+tuple that starts with the position and the pledge id, and the circle state
+hands in its own record of the pledge as the key
+(:meth:`DemandBook.add_keyed`); quantities and tolerances are usually small
+integers, which Python shares.
 
 The clearing rule for one tier (documented in docs/circles.md):
 
@@ -35,12 +39,22 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import Any
 
 from ._messages import MAX_MONEY, MAX_TIME, Tier
 
-__all__ = ["Clearing", "DemandBook", "Entry", "clear_tier", "priority_key"]
+__all__ = [
+    "Clearing",
+    "DemandBook",
+    "Entry",
+    "clear_tier",
+    "pack_quantities",
+    "priority_key",
+    "unpack_position",
+]
 
 _TIME_BITS = MAX_TIME.bit_length()  # 41: MAX_TIME is 2**40
+_TIME_MASK = (1 << _TIME_BITS) - 1
 # Tolerances sum to at most MAX_QUANTITY per pledge: 64 bits hold any book's total.
 _HALF = 64
 _MASK = (1 << _HALF) - 1
@@ -48,7 +62,20 @@ _MASK = (1 << _HALF) - 1
 
 def priority_key(max_price: int, created: int) -> int:
     """The position of a pledge in the fill order: smaller means filled first."""
-    return (((MAX_MONEY - max_price) << _TIME_BITS) | created) + 1
+    # ((MAX_MONEY - max_price) << 41 | created) + 1, as created < 2**41 - 1; the
+    # "or" makes an integer one digit shorter than "+" would (the state keeps one
+    # per pledge).
+    return ((MAX_MONEY - max_price) << _TIME_BITS) | (created + 1)
+
+
+def unpack_position(position: int) -> tuple[int, int]:
+    """(max price, created) of a :func:`priority_key` position."""
+    return MAX_MONEY - ((position - 1) >> _TIME_BITS), (position - 1) & _TIME_MASK
+
+
+def pack_quantities(quantity: int, tolerance: int) -> int:
+    """Quantity and tolerance in the one integer the book's block sums keep."""
+    return (quantity << _HALF) | tolerance
 
 
 def _price_bound(price: int) -> int:
@@ -97,12 +124,14 @@ class DemandBook:
     __slots__ = ("_blocks", "_count", "_firsts", "_sums", "_total", "_tree")
 
     def __init__(self) -> None:
-        # Each block: [keys, packed, running] where keys are (position, pledge id)
-        # sorted, packed[i] = quantity << _HALF | tolerance, and running is the
-        # running sum of packed (None until asked for). Neither field of a sum of
+        # Each block: keys, (position, pledge id, ...) sorted, with each pledge's
+        # quantity and tolerance in two lists (small ints are shared objects:
+        # one integer holding both would cost an object per pledge), and their
+        # running sums (None until asked for). The Fenwick tree sums the blocks
+        # packed (quantity << _HALF | tolerance): neither field of a sum of
         # non-negative entries ever borrows from the other.
         self._blocks: list[_Block] = []
-        self._firsts: list[tuple[int, bytes]] = []
+        self._firsts: list[tuple[Any, ...]] = []
         self._sums: list[int] = []
         self._tree: list[int] = [0]
         self._count = 0
@@ -150,10 +179,19 @@ class DemandBook:
     def add(self, entry: Entry) -> None:
         """Count a pledge (quantity above 0)."""
         key = (priority_key(entry.max_price, entry.created), entry.pledge)
-        packed = (entry.quantity << _HALF) + entry.tolerance
+        self.add_keyed(key, entry.quantity, entry.tolerance)
+
+    def add_keyed(self, key: tuple[Any, ...], quantity: int, tolerance: int) -> None:
+        """Count a pledge by its key (quantity above 0).
+
+        ``key`` is a tuple that starts ``(position, pledge id)`` (further items
+        are never compared: the id is unique). The circle state hands in its own
+        record of the pledge, so the book makes no object per pledge.
+        """
+        packed = pack_quantities(quantity, tolerance)
         blocks = self._blocks
         if not blocks:
-            blocks.append(_Block([key], [packed]))
+            blocks.append(_Block([key], [quantity], [tolerance]))
             self._sums.append(packed)
             self._rebuild()
         else:
@@ -161,32 +199,38 @@ class DemandBook:
             block = blocks[index]
             i = bisect_left(block.keys, key)
             block.keys.insert(i, key)
-            block.packed.insert(i, packed)
+            block.quantities.insert(i, quantity)
+            block.tolerances.insert(i, tolerance)
             block.running = None
             if i == 0:
                 self._firsts[index] = key
             self._bump(index, packed)
             if len(block.keys) > 2 * _BLOCK:
-                upper = _Block(block.keys[_BLOCK:], block.packed[_BLOCK:])
-                del block.keys[_BLOCK:], block.packed[_BLOCK:]
+                upper = _Block(
+                    block.keys[_BLOCK:], block.quantities[_BLOCK:], block.tolerances[_BLOCK:]
+                )
+                del block.keys[_BLOCK:], block.quantities[_BLOCK:], block.tolerances[_BLOCK:]
                 blocks.insert(index + 1, upper)
-                self._sums[index : index + 1] = [sum(block.packed), sum(upper.packed)]
+                self._sums[index : index + 1] = [block.packed_sum(), upper.packed_sum()]
                 self._rebuild()
         self._count += 1
-        self._total += entry.quantity
+        self._total += quantity
 
     def remove(self, entry: Entry) -> None:
         """Stop counting a pledge added earlier with the same fields."""
         key = (priority_key(entry.max_price, entry.created), entry.pledge)
-        packed = (entry.quantity << _HALF) + entry.tolerance
+        self.remove_keyed(key, entry.quantity, entry.tolerance)
+
+    def remove_keyed(self, key: tuple[Any, ...], quantity: int, tolerance: int) -> None:
+        """Stop counting a pledge added with :meth:`add_keyed` (an equal key)."""
         index = bisect_right(self._firsts, key) - 1
         block = self._blocks[index] if index >= 0 else None
         i = -1 if block is None else bisect_left(block.keys, key)
         if block is None or i == len(block.keys) or block.keys[i] != key:
-            raise KeyError(entry.pledge.hex())
-        if block.packed[i] != packed:
-            raise KeyError(entry.pledge.hex())
-        del block.keys[i], block.packed[i]
+            raise KeyError(key[1].hex())
+        if block.quantities[i] != quantity or block.tolerances[i] != tolerance:
+            raise KeyError(key[1].hex())
+        del block.keys[i], block.quantities[i], block.tolerances[i]
         block.running = None
         if not block.keys:
             del self._blocks[index], self._sums[index]
@@ -194,9 +238,9 @@ class DemandBook:
         else:
             if i == 0:
                 self._firsts[index] = block.keys[0]
-            self._bump(index, -packed)
+            self._bump(index, -pack_quantities(quantity, tolerance))
         self._count -= 1
-        self._total -= entry.quantity
+        self._total -= quantity
 
     def _prefix(self, bound: int) -> tuple[int, int]:
         """Quantity and tolerance of the pledges at positions up to ``bound``."""
@@ -206,10 +250,13 @@ class DemandBook:
             return 0, 0
         block = self._blocks[index]
         both = self._blocks_before(index)
+        quantity, tolerance = both >> _HALF, both & _MASK
         j = bisect_left(block.keys, limit)
         if j:
-            both += block.sums()[j - 1]
-        return both >> _HALF, both & _MASK
+            running_q, running_t = block.sums()
+            quantity += running_q[j - 1]
+            tolerance += running_t[j - 1]
+        return quantity, tolerance
 
     def demand(self, price: int) -> int:
         """Units pledged at a max price of ``price`` or more."""
@@ -239,13 +286,14 @@ class DemandBook:
                 index = nxt
                 both += tree[nxt]
             step >>= 1
+        quantity, tolerance = both >> _HALF, both & _MASK
         if index < len(self._blocks):
-            room = capacity - (both >> _HALF)
-            running = self._blocks[index].sums()
-            j = bisect_right(running, (room << _HALF) | _MASK)
+            running_q, running_t = self._blocks[index].sums()
+            j = bisect_right(running_q, capacity - quantity)
             if j:
-                both += running[j - 1]
-        return both >> _HALF, both & _MASK
+                quantity += running_q[j - 1]
+                tolerance += running_t[j - 1]
+        return quantity, tolerance
 
     def clear(
         self, *, offer: bytes, tiers: tuple[Tier, ...], capacity: int, target: int, relaxed: bool
@@ -276,9 +324,9 @@ class DemandBook:
         """The demand curve: (price, demand at that price) for each distinct max price."""
         levels: dict[int, int] = {}
         for block in self._blocks:
-            for (pos, _), packed in zip(block.keys, block.packed, strict=True):
-                price = MAX_MONEY - ((pos - 1) >> _TIME_BITS)
-                levels[price] = levels.get(price, 0) + (packed >> _HALF)
+            for key, quantity in zip(block.keys, block.quantities, strict=True):
+                price = MAX_MONEY - ((key[0] - 1) >> _TIME_BITS)
+                levels[price] = levels.get(price, 0) + quantity
         curve: list[tuple[int, int]] = []
         demand = 0
         for price in sorted(levels, reverse=True):
@@ -290,18 +338,25 @@ class DemandBook:
 class _Block:
     """A run of the book's pledges in priority order (see the module docstring)."""
 
-    __slots__ = ("keys", "packed", "running")
+    __slots__ = ("keys", "quantities", "running", "tolerances")
 
-    def __init__(self, keys: list[tuple[int, bytes]], packed: list[int]) -> None:
+    def __init__(
+        self, keys: list[tuple[Any, ...]], quantities: list[int], tolerances: list[int]
+    ) -> None:
         self.keys = keys
-        self.packed = packed
-        self.running: list[int] | None = None
+        self.quantities = quantities
+        self.tolerances = tolerances
+        self.running: tuple[list[int], list[int]] | None = None
 
-    def sums(self) -> list[int]:
-        """Running sums of ``packed`` (kept until the block changes)."""
+    def sums(self) -> tuple[list[int], list[int]]:
+        """Running sums of the quantities and of the tolerances (kept until the block changes)."""
         if self.running is None:
-            self.running = list(accumulate(self.packed))
+            self.running = (list(accumulate(self.quantities)), list(accumulate(self.tolerances)))
         return self.running
+
+    def packed_sum(self) -> int:
+        """:func:`pack_quantities` of the block's total quantity and tolerance."""
+        return pack_quantities(sum(self.quantities), sum(self.tolerances))
 
 
 def clear_tier(

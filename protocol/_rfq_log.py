@@ -65,8 +65,8 @@ class RfqLog:
     def standing(circle: CircleView) -> Standing:
         """Who stands in ``circle`` now: its founder and every key with a live pledge in it."""
         founder = circle.charter.signer
-        live = circle._live  # read in place: a copy would cost a pass over every member
-        return lambda key: key == founder or key in live
+        live = circle._live_of  # read in place: a copy would cost a pass over every member
+        return lambda key: key == founder or live(key) is not None
 
     def add(self, envelope: Envelope[Any], stands: Standing) -> Refused | None:
         """Take one verified request for quote; None if it is kept, else why not.
