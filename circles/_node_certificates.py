@@ -223,7 +223,6 @@ def _refuse_superseded(state: protocol.CircleState, cert: protocol.Certificate) 
     standalone by ``verify_certificate``, which cannot know this; the vendor
     can, and a countersignature would bind the member to what it took back.
     """
-    live = state.live_pledges()
     equivocators = state.equivocators()
     for allocation in cert.allocations:
         named = state.pledge(allocation.pledge)
@@ -236,7 +235,7 @@ def _refuse_superseded(state: protocol.CircleState, cert: protocol.Certificate) 
                 "not countersigning a certificate that names it",
                 reason="equivocator",
             )
-        current = live.get(member)
+        current = state.live_pledge(member)
         if current is None or current.id != named.id:
             now = "withdrew" if current is None else f"pledged again (seq {current.message.seq})"
             raise CertificateSuperseded(

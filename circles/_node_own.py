@@ -199,7 +199,7 @@ class _OwnMoves(_NodeCore):
         Not only a live pledge: one the circle does not count yet (an
         invite-only circle that has not admitted us) may still be withdrawn.
         """
-        if self.public_key in self.circle(circle).live_pledges():
+        if self.circle(circle).live_pledge(self.public_key) is not None:
             return True
         latest: protocol.Pledge | None = None
         for stored in self._running_store().envelopes(circle):

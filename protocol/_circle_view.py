@@ -313,6 +313,11 @@ class CircleView:
         envelope = self._envelope
         return {member: envelope(held) for member, held in self._live_items()}
 
+    def live_pledge(self, member: bytes) -> Envelope[Pledge] | None:
+        """``member``'s live pledge, or None (cheap: one key, unlike :meth:`live_pledges`)."""
+        held = self._live_of(member)
+        return None if held is None else self._envelope(held)
+
     def members(self) -> list[bytes]:
         """Admitted keys (invite-only) or keys with a live pledge plus the founder, sorted."""
         if self._admitted is not None:

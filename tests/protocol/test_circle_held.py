@@ -86,9 +86,15 @@ def test_every_pledge_handed_out_is_the_envelope_applied(envs: list[Envelope[Ple
     assert held, "every set holds at least one pledge (caps keep 16 seqs, 2 per seq)"
     for env in held:
         _same(state.pledge(env.id), env)
-    for member, live in state.live_pledges().items():
+    live_all = state.live_pledges()
+    for member, live in live_all.items():
         assert live.signer == member
         _same(live, by_id[live.id])
+    for member in {e.signer for e in envs}:
+        one = state.live_pledge(member)
+        assert (None if one is None else one.id) == (
+            live_all[member].id if member in live_all else None
+        )
     for member, proof in state.equivocators().items():
         first, second = verify_misbehaviour(proof)
         assert first.signer == member
