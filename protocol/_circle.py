@@ -115,6 +115,9 @@ class CircleState(CircleView):
         self._deals_over: dict[bytes, set[bytes]] = {}
         # Each deal's cached problem (None: it closes); deals to check again.
         self._deal_problems: dict[bytes, str | None] = {}
+        # Deals refused only because a member they name is not admitted (yet):
+        # the only verdicts an admission can change.
+        self._unadmitted_deals: set[bytes] = set()
         self._to_check: set[bytes] = set()
         self._deals_dirty = False
         self._proofs: dict[bytes, Misbehaviour] = {}
@@ -693,6 +696,7 @@ class CircleState(CircleView):
     def _drop_deal(self, old: Envelope[Deal]) -> None:
         del self._deals[old.id]
         self._deal_problems.pop(old.id, None)
+        self._unadmitted_deals.discard(old.id)
         self._to_check.discard(old.id)
         over = self._deals_over[old.message.certificate]
         over.discard(old.id)
@@ -732,11 +736,14 @@ class CircleState(CircleView):
                 self._deals_dirty = True
 
     def _check_rule_failures(self) -> None:
-        """Admissions changed: deals that failed a certificate rule may pass now."""
-        for deal_id, problem in self._deal_problems.items():
-            if problem is not None and not problem.startswith("missing-"):
-                self._to_check.add(deal_id)
-                self._deals_dirty = True
+        """Admissions changed: deals refused as ``unadmitted`` may pass now.
+
+        No other verdict depends on who is admitted (the checks before it in
+        ``_deal_problem`` and ``verify_certificate`` do not read admissions).
+        """
+        if self._unadmitted_deals:
+            self._to_check.update(self._unadmitted_deals)
+            self._deals_dirty = True
 
     # ---------------------------------------------------------- membership
 
@@ -851,7 +858,12 @@ class CircleState(CircleView):
             for deal_id in self._to_check:
                 held = self._deals.get(deal_id)
                 if held is not None:
-                    self._deal_problems[deal_id] = self._deal_problem(held)
+                    problem = self._deal_problem(held)
+                    self._deal_problems[deal_id] = problem
+                    if problem == "unadmitted":
+                        self._unadmitted_deals.add(deal_id)
+                    else:
+                        self._unadmitted_deals.discard(deal_id)
             self._to_check.clear()
             deal = self._closing_deal()
             if deal is not None and deal is not self._deal:
