@@ -300,6 +300,7 @@ class CircleState(CircleView):
             if invitee in admitted:
                 continue
             admitted[invitee] = inv.id
+            self._inviters.remove(invitee)
             self._check_rule_failures()
             events.append(MemberAdmitted(member=invitee, invite=inv.id))
             self._refresh(invitee, events)
@@ -513,23 +514,26 @@ class CircleState(CircleView):
         )
         if newer >= caps.CERTIFICATES_PER_KEY or signer not in self._cert_signers:
             self._drop_certificate(env)
-            return
+        # What it named loses this pin (and, if it was dropped, its naming).
         cert = env.message
         for named in (cert.offer, *(a.pledge for a in cert.allocations)):
             self._release(named)
 
     def _take_invite(self, env: Envelope[Invite], events: list[CircleEvent]) -> bool:
         inviter = env.signer
-        kept, lost = self._inviters.admit(inviter)
-        if not kept:
-            self._cap_refuse(env, events, "circle-full", "the circle keeps no more inviters")
-            return False
-        if lost is not None:
-            # Admissions only grow in a set's state, so a lost inviter's invites
-            # stay out of the digest only if they never admitted anyone: keep
-            # the rule simple and documented, drop them from what is kept.
-            for old in self._invites.pop(lost, []):
-                self._dropped.append(old.id)
+        admitted = self._admitted
+        assert admitted is not None  # only invite-only circles keep invites
+        # Only inviters outside the circle draw places in the inviters' lottery:
+        # throwaway keys cannot push a member's invites (and its invitees) out.
+        if inviter not in admitted:
+            kept, lost = self._inviters.admit(inviter)
+            if not kept:
+                self._cap_refuse(env, events, "circle-full", "the circle keeps no more inviters")
+                return False
+            if lost is not None:
+                # Outside the circle too: its invites admitted no one.
+                for old in self._invites.pop(lost, []):
+                    self._dropped.append(old.id)
         invites = self._invites.setdefault(inviter, [])
         invitee = env.message.invitee
         same = next((i for i in invites if i.message.invitee == invitee), None)
@@ -545,7 +549,53 @@ class CircleState(CircleView):
         insort(invites, env, key=lambda e: e.id)
         if len(invites) > caps.INVITES_PER_KEY:
             self._dropped.append(invites.pop().id)
+            if inviter in admitted:
+                # The invite pushed out may be what admitted someone.
+                self._readmit(events)
         return True
+
+    def _readmit(self, events: list[CircleEvent]) -> None:
+        """Admissions again from the invites kept (after a cap dropped a member's invite).
+
+        Only a member that signs more than INVITES_PER_KEY invites gets here;
+        the cost is one pass over the invites kept.
+        """
+        admitted = self._admitted
+        assert admitted is not None
+        old = dict(admitted)
+        founder = self._charter.signer
+        new: dict[bytes, bytes] = {founder: self._charter.id}
+        frontier = [founder]
+        while frontier:
+            key = frontier.pop()
+            if not self._may_invite(key):
+                continue
+            for inv in self._invites.get(key, ()):
+                if inv.message.invitee not in new:
+                    new[inv.message.invitee] = inv.id
+                    frontier.append(inv.message.invitee)
+        # In place: callers hold this dict.
+        admitted.clear()
+        admitted.update(new)
+        # Members first leave the inviters' lottery, so that a key leaving the
+        # circle cannot push a member's invites out through it.
+        for member in [m for m in new if m not in old]:
+            self._inviters.remove(member)
+            events.append(MemberAdmitted(member=member, invite=new[member]))
+            self._refresh(member, events)
+        for member in [m for m in old if m not in new]:
+            self._refresh(member, events)
+            if self._invites.get(member):
+                kept, lost = self._inviters.admit(member)
+                if not kept:
+                    for inv in self._invites.pop(member):
+                        self._dropped.append(inv.id)
+                elif lost is not None:
+                    for inv in self._invites.pop(lost, []):
+                        self._dropped.append(inv.id)
+        # A deal naming a member no longer admitted stops counting, and the other way round.
+        self._to_check.update(self._deals)
+        self._deals_dirty = True
 
     def _apply_offer(self, env: Envelope[Offer], events: list[CircleEvent]) -> Input:
         vendor = env.signer

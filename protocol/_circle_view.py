@@ -413,6 +413,7 @@ class CircleView:
             None if self._deal is None else self._deal.id,
             sorted(self._offers),
             sorted(self._pinned_offers),
+            sorted(i.id for invites in self._invites.values() for i in invites),
             sorted(self._by_id),
             sorted(self._certificates),
             sorted(self._deals),

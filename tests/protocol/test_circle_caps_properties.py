@@ -28,7 +28,18 @@ from protocol import (
 from protocol import _caps as caps
 from protocol._certificate import make_proof
 
-from .test_circle import DEADLINE, MEMBERS, T0, VENDOR, charter, deal_for, offer, pledge
+from .test_circle import (
+    DEADLINE,
+    FOUNDER,
+    MEMBERS,
+    T0,
+    VENDOR,
+    charter,
+    deal_for,
+    invite,
+    offer,
+    pledge,
+)
 
 PEOPLE = MEMBERS[:4]
 VENDORS = [VENDOR, Identity.from_seed(b"\x77" * 32), Identity.from_seed(b"\x78" * 32)]
@@ -55,18 +66,24 @@ def build(c: Envelope[Any], envs: list[Envelope[Any]], now: int) -> CircleState:
 
 
 def delivered(c: Envelope[Any], envs: list[Envelope[Any]], now: int) -> CircleState:
-    """The state once every message has also arrived after the deal that pins it.
+    """The state once every message has also arrived after what it depends on.
 
-    A cap can drop a pledge (or offer, or certificate) before the deal whose
-    certificate names it arrives; the node does not remember cap drops as
-    refusals, so sync delivers it again. Three passes reach every pin: the
-    deals are held after the first, their certificates after the second, and
-    what those name after the third.
+    A cap can drop a message before what would keep it arrives: a pledge
+    before the deal whose certificate names it, an invite before its inviter
+    is admitted (a chain of invitations is admitted one link per delivery).
+    The node does not remember cap drops as refusals, so sync delivers them
+    again, round after round, until nothing changes: that fixpoint is the
+    state of the set.
     """
     state = CircleState(c, now=now)
-    for _ in range(3):
+    before = None
+    for _ in range(len(envs) + 3):
         for env in envs:
             state.apply(env, now)
+        after = state.digest()
+        if after == before:
+            break
+        before = after
     return state
 
 
@@ -181,3 +198,34 @@ def test_no_party_to_a_deal_undoes_it_with_more_of_its_own_messages(
         later = delivered(c, [*envs, *more], now)
         assert later.status is CircleStatus.CLOSED
         assert later.deal is not None and later.deal.id == deal.id
+
+
+@st.composite
+def invite_sets(draw: st.DrawFn) -> tuple[Envelope[Any], list[Envelope[Any]], int]:
+    """An invite-only circle where members invite, with the invite caps hit."""
+    c = charter(target=3, invite_only=True, members_invite=True)
+    everyone = [FOUNDER, *PEOPLE, *EXTRA]
+    out: list[Envelope[Any]] = [offer(c, tiers=((3, 4000),), capacity=20)]
+    for _ in range(draw(st.integers(1, 10))):
+        by = draw(st.sampled_from(everyone))
+        who = draw(st.sampled_from(everyone))
+        out.append(invite(c, by, who))
+    for who in draw(st.lists(st.sampled_from(everyone), max_size=5)):
+        out.append(pledge(c, who, quantity=draw(st.integers(1, 3))))
+    return c, out, T0 + 100
+
+
+EXTRA = [Identity.from_seed(bytes([0x50 + i]) * 32) for i in range(3)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(invite_sets(), st.data())
+def test_invite_caps_keep_the_state_a_function_of_the_set(
+    scenario: tuple[Envelope[Any], list[Envelope[Any]], int], data: st.DataObject
+) -> None:
+    c, envs, now = scenario
+    with mock.patch.multiple(caps, INVITES_PER_KEY=1, INVITERS_PER_CIRCLE=2):
+        reference = delivered(c, envs, now)
+        other = delivered(c, data.draw(st.permutations(envs)), now)
+        assert other.digest() == reference.digest()
+        assert other.members() == reference.members()
