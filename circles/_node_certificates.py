@@ -109,8 +109,10 @@ class _Certificates(_NodeCore):
         """
         serving = sorted(p for p in self.transport.peers() if self.syncer.serves_sync(p))
         # A few peers suffice to learn of a withdrawal; asking all would make the
-        # cost grow with the number of connections.
-        peers = random.sample(serving, min(len(serving), COUNTERSIGN_PEERS))
+        # cost grow with the number of connections. Drawn from a generator of
+        # this node and circle, not the process's: a simulation replays by seed.
+        draw = random.Random(self.public_key + circle)
+        peers = draw.sample(serving, min(len(serving), COUNTERSIGN_PEERS))
         answered: list[PeerId] = []
 
         async def one(peer: PeerId) -> None:
