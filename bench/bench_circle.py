@@ -81,6 +81,10 @@ SMALL = 100
 CERT_PLEDGES = 1000
 
 
+#: A state and, per timed round, the envelopes to apply to it.
+Setup = tuple[CircleState, list[list[Envelope[Message]]]]
+
+
 def timed(run: Callable[[], object], operations: int) -> float:
     """Microseconds per operation for one call of ``run``."""
     gc.disable()
@@ -164,7 +168,7 @@ def make_pledge(circle: Envelope[Charter], who: Identity, seq: int, i: int) -> E
     )
 
 
-def apply_setup(n: int, ops: int, rounds: int) -> tuple[CircleState, list[list[Envelope[Message]]]]:
+def apply_setup(n: int, ops: int, rounds: int) -> Setup:
     """A circle with ``n`` live pledges and, per round, ``ops`` superseding pledges."""
     circle = make_charter(target=n)
     members = identities(n, b"member")
@@ -326,9 +330,7 @@ def vendor_offer(circle: Envelope[Charter], vendor: Identity, i: int) -> Envelop
     )
 
 
-def offers_setup(
-    offers: int, rounds: int, ops: int
-) -> tuple[CircleState, list[list[Envelope[Message]]]]:
+def offers_setup(offers: int, rounds: int, ops: int) -> Setup:
     circle = make_charter(target=30)
     members = identities(HELD_MEMBERS, b"offers-member")
     vendors = identities(offers, b"offers-vendor")
@@ -347,26 +349,30 @@ def offers_setup(
     return state, batches
 
 
-def measure_offers(held: int, rounds: int, ops: int = HELD_OPS) -> dict[str, Any]:
-    one, one_batches = offers_setup(1, rounds, ops)
-    many, many_batches = offers_setup(held, rounds, ops)
+def paired_rounds(base: Setup, candidate: Setup, ops: int) -> list[tuple[float, float]]:
+    """(candidate, baseline) seconds per op for each round, timed back to back."""
+    (low, low_batches), (high, high_batches) = base, candidate
     pairs = []
-    for r in range(rounds):
-        b = timed(lambda r=r: apply_all(one, one_batches[r]), ops)  # type: ignore[misc]
-        c = timed(lambda r=r: apply_all(many, many_batches[r]), ops)  # type: ignore[misc]
+    for r in range(len(low_batches)):
+        b = timed(lambda r=r: apply_all(low, low_batches[r]), ops)  # type: ignore[misc]
+        c = timed(lambda r=r: apply_all(high, high_batches[r]), ops)  # type: ignore[misc]
         pairs.append((c, b))
+    return pairs
+
+
+def measure_offers(held: int, rounds: int, ops: int = HELD_OPS) -> dict[str, Any]:
+    many = offers_setup(held, rounds, ops)
+    pairs = paired_rounds(offers_setup(1, rounds, ops), many, ops)
     # The caps decide how many of the offers sent a circle holds: say so.
     return figure(
-        f"apply a pledge, {held:,} offers sent ({len(many._offers):,} held: the vendor cap)",
+        f"apply a pledge, {held:,} offers sent ({len(many[0]._offers):,} held: the vendor cap)",
         "apply a pledge, 1 offer held",
         pairs,
         2.0,
     )
 
 
-def deals_setup(
-    deals: int, rounds: int, ops: int
-) -> tuple[CircleState, list[list[Envelope[Message]]]]:
+def deals_setup(deals: int, rounds: int, ops: int) -> Setup:
     """An invite-only circle closed by ``deals`` deals; per round, invites and pledges."""
     founder = Identity.from_seed(b"\x07" * 32)
     vendor = Identity.from_seed(b"\x08" * 32)
@@ -430,24 +436,17 @@ def invite_of(circle: Envelope[Charter], by: Identity, who: Identity) -> Envelop
 
 
 def measure_deals(held: int, rounds: int, ops: int = HELD_OPS) -> dict[str, Any]:
-    one, one_batches = deals_setup(1, rounds, ops)
-    many, many_batches = deals_setup(held, rounds, ops)
-    pairs = []
-    for r in range(rounds):
-        b = timed(lambda r=r: apply_all(one, one_batches[r]), 2 * ops)  # type: ignore[misc]
-        c = timed(lambda r=r: apply_all(many, many_batches[r]), 2 * ops)  # type: ignore[misc]
-        pairs.append((c, b))
+    many = deals_setup(held, rounds, ops)
+    pairs = paired_rounds(deals_setup(1, rounds, ops), many, 2 * ops)
     return figure(
-        f"apply an invite or a pledge, {held:,} deals sent ({len(many._deals):,} held)",
+        f"apply an invite or a pledge, {held:,} deals sent ({len(many[0]._deals):,} held)",
         "apply an invite or a pledge, 1 deal held",
         pairs,
         2.0,
     )
 
 
-def reseq_setup(
-    seqs: int, rounds: int, ops: int
-) -> tuple[CircleState, list[list[Envelope[Message]]]]:
+def reseq_setup(seqs: int, rounds: int, ops: int) -> Setup:
     """A circle where one key signed seqs 1..``seqs``; per round, its next pledges."""
     circle = make_charter(target=30)
     members = identities(HELD_MEMBERS, b"reseq-member")
@@ -466,13 +465,7 @@ def reseq_setup(
 
 
 def measure_reseq(seqs: int, rounds: int, ops: int = HELD_OPS) -> dict[str, Any]:
-    low, low_batches = reseq_setup(10, rounds, ops)
-    high, high_batches = reseq_setup(seqs, rounds, ops)
-    pairs = []
-    for r in range(rounds):
-        b = timed(lambda r=r: apply_all(low, low_batches[r]), ops)  # type: ignore[misc]
-        c = timed(lambda r=r: apply_all(high, high_batches[r]), ops)  # type: ignore[misc]
-        pairs.append((c, b))
+    pairs = paired_rounds(reseq_setup(10, rounds, ops), reseq_setup(seqs, rounds, ops), ops)
     return figure(f"re-pledge at seq {seqs:,}", "re-pledge at seq 10", pairs, 2.0)
 
 
