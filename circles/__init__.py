@@ -1,5 +1,6 @@
 """buying-circles: the node, persistence, discovery, vendors and command line."""
 
+from ._datadir import DataDirError as DataDirError
 from ._errors import CirclesError as CirclesError
 from ._errors import KeyFileError as KeyFileError
 from ._haggle import HaggleError as HaggleError
@@ -66,6 +67,7 @@ __all__ = [
     "CircleDiscovered",
     "CirclesError",
     "CircleUpdated",
+    "DataDirError",
     "DeskStatistics",
     "EnvelopeSetAside",
     "EventStream",

@@ -132,14 +132,34 @@ def explain_store_error(data_dir: Path) -> Iterator[None]:
 
 
 class NodeLock:
-    """``node.lock`` held with ``flock`` for a node's life; the kernel drops it when it ends."""
+    """``node.lock`` held with ``flock`` for a node's life; the kernel drops it when it ends.
 
-    def __init__(self, data_dir: Path) -> None:
+    One flock per data directory and process, with at most one holder of
+    each kind: the command line takes it before it makes its
+    :class:`~circles.Node`, and the node (``node=True``) joins that hold (a
+    second flock from the same process would be refused by the kernel). A
+    second holder of one kind is refused, in this process as in any other.
+    """
+
+    def __init__(self, data_dir: Path, *, node: bool = False) -> None:
         self.path = Path(data_dir) / LOCK_FILE
-        self._fd: int | None = None
+        self._kind = "node" if node else "command"
+        self._key: Path | None = None
 
     def acquire(self) -> None:
         """Take the lock and write this process's id in it, or refuse naming the holder."""
+        key = self.path.resolve()
+        held = _HELD.get(key)
+        if held is not None and self._kind not in held.kinds:
+            held.kinds.add(self._kind)
+            self._key = key
+            return
+        if held is not None and self._kind == "node":
+            raise DataDirError(
+                f"another Node in this process already uses {self.path.parent}; "
+                "close it first, or give this one another data directory",
+                reason="already-running",
+            )
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -160,12 +180,18 @@ class NodeLock:
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+        _HELD[key] = _Held(fd=fd, kinds={self._kind})
+        self._key = key
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        key, self._key = self._key, None
+        held = _HELD.get(key) if key is not None else None
+        if key is None or held is None:
+            return
+        held.kinds.discard(self._kind)
+        if not held.kinds:
+            del _HELD[key]
+            os.close(held.fd)
 
     def __enter__(self) -> NodeLock:
         self.acquire()
@@ -173,6 +199,20 @@ class NodeLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class _Held:
+    """This process's flock on one data directory, and the kinds of holder sharing it."""
+
+    __slots__ = ("fd", "kinds")
+
+    def __init__(self, *, fd: int, kinds: set[str]) -> None:
+        self.fd = fd
+        self.kinds = kinds
+
+
+#: The data directories this process holds a lock on (resolved path -> hold).
+_HELD: dict[Path, _Held] = {}
 
 
 def lock_holder(data_dir: Path) -> int | None:

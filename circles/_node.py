@@ -45,6 +45,7 @@ import protocol
 from protocol import Envelope
 
 from . import _node_intake
+from ._datadir import NodeLock
 from ._node_admission import RecentlyStored, RefusedIds
 from ._node_certificates import _Certificates
 from ._node_core import NodeError, OwnHistoryUnknown, PledgeRefused, log
@@ -180,6 +181,10 @@ class Node(_Intake, _OwnMoves, _Certificates):
                 self._store = Store.open_memory()
             else:
                 self.data_dir.mkdir(parents=True, exist_ok=True)
+                # One node per data directory, in this process or any other.
+                lock = NodeLock(self.data_dir, node=True)
+                lock.acquire()
+                stack.callback(lock.release)
                 self._store = Store.open(self.data_dir)
             stack.callback(self._store.close)
             self._report_store_condition()
