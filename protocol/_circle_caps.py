@@ -58,15 +58,21 @@ class CircleCaps(CircleView):
         events.append(self._refuse(env, reason, detail))
         self._dropped.append(env.id)
 
+    def _refuse_unless_pinned(
+        self, env: Envelope[Pledge], events: list[CircleEvent], reason: str, detail: str
+    ) -> None:
+        """A pledge a cap refuses: held all the same when a deal pins it, else refused."""
+        if not self._hold_pinned(env):
+            self._cap_refuse(env, events, reason, detail)
+
     def _take_pledge(self, env: Envelope[Pledge], events: list[CircleEvent]) -> bool:
         """Hold a pledge under the caps; False (refused, typed) when a cap drops it."""
         member = env.signer
         kept, lost = self._pledgers.admit(member)
         if not kept:
-            if not self._hold_pinned(env):
-                self._cap_refuse(
-                    env, events, "circle-full", "the circle keeps no more pledging keys"
-                )
+            self._refuse_unless_pinned(
+                env, events, "circle-full", "the circle keeps no more pledging keys"
+            )
             return False
         if lost is not None:
             self._drop_member(lost, events)
@@ -74,14 +80,14 @@ class CircleCaps(CircleView):
         seq = env.message.seq
         seqs = {h.seq for h in mine}
         if seq not in seqs and len(seqs) >= caps.PLEDGE_SEQS_PER_KEY and seq < min(seqs):
-            if not self._hold_pinned(env):
-                self._cap_refuse(env, events, "seq-cap", "this key holds newer pledges")
+            self._refuse_unless_pinned(env, events, "seq-cap", "this key holds newer pledges")
             return False
         at_seq = [h for h in mine if h.seq == seq]
         if len(at_seq) >= caps.PLEDGES_PER_SEQ and env.id > at_seq[-1].id:
             # The key equivocated already at this seq; a third pledge proves nothing more.
-            if not self._hold_pinned(env):
-                self._cap_refuse(env, events, "equivocator", "this key equivocated at this seq")
+            self._refuse_unless_pinned(
+                env, events, "equivocator", "this key equivocated at this seq"
+            )
             return False
         held = HeldPledge.of(env)
         envs = list(mine)
@@ -175,9 +181,7 @@ class CircleCaps(CircleView):
                 self._cap_refuse(env, events, "circle-full", "the circle keeps no more inviters")
                 return False
             if lost is not None:
-                # Outside the circle too: its invites admitted no one.
-                for old in self._invites.pop(lost, []):
-                    self._dropped.append(old.id)
+                self._drop_invites_of(lost)  # outside the circle too: they admitted no one
         invites = self._invites.setdefault(inviter, [])
         invitee = env.message.invitee
         same = next((i for i in invites if i.message.invitee == invitee), None)
@@ -197,6 +201,10 @@ class CircleCaps(CircleView):
                 # The invite pushed out may be what admitted someone.
                 self._readmit(events)
         return True
+
+    def _drop_invites_of(self, key: bytes) -> None:
+        """Forget every invite of a key outside the circle that lost its lottery place."""
+        self._dropped.extend(inv.id for inv in self._invites.pop(key, ()))
 
     def _readmit(self, events: list[CircleEvent]) -> None:
         """Admissions again from the invites kept (after a cap dropped a member's invite).
@@ -232,11 +240,9 @@ class CircleCaps(CircleView):
             if self._invites.get(member):
                 kept, lost = self._inviters.admit(member)
                 if not kept:
-                    for inv in self._invites.pop(member):
-                        self._dropped.append(inv.id)
+                    self._drop_invites_of(member)
                 elif lost is not None:
-                    for inv in self._invites.pop(lost, []):
-                        self._dropped.append(inv.id)
+                    self._drop_invites_of(lost)
         # A deal naming a member no longer admitted stops counting, and the other way round.
         self._to_check.update(self._deals)
         self._deals_dirty = True
@@ -265,7 +271,7 @@ class CircleCaps(CircleView):
         self._offer_of[vendor] = env
         self._offers[env.id] = env
         insort(self._floors, (min(t.unit_price for t in env.message.tiers), env.id))
-        self._check_offer(env.id)
+        self._check_named(env.id)
         events.append(OfferReceived(offer=env.id, vendor=vendor))
         return Input.OFFER
 
@@ -274,7 +280,7 @@ class CircleCaps(CircleView):
         if not self._pinned(env.id):
             return False
         self._pinned_offers[env.id] = env
-        self._check_offer(env.id)
+        self._check_named(env.id)
         return True
 
     def _drop_offer(self, old: Envelope[Offer]) -> None:
@@ -285,7 +291,7 @@ class CircleCaps(CircleView):
             self._pinned_offers[old.id] = old
         else:
             self._dropped.append(old.id)
-        self._check_offer(old.id)
+        self._check_named(old.id)
 
     def _apply_certificate(self, env: Envelope[Certificate], events: list[CircleEvent]) -> Input:
         signer = env.signer
@@ -411,9 +417,6 @@ class CircleCaps(CircleView):
     def _check_named(self, named: bytes) -> None:
         for cert_id in self._certs_naming.get(named, ()):
             self._check_certificate(cert_id)
-
-    def _check_offer(self, offer_id: bytes) -> None:
-        self._check_named(offer_id)
 
     def _check_member(self, member: bytes) -> None:
         """A member's standing changed (equivocation): deals naming its pledges.
